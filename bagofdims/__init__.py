@@ -1,0 +1,22 @@
+"""bagofdims: training-free features over the standard basis of transformer hidden states.
+
+>>> import bagofdims as bd
+>>> model, tok = bd.load_model("smollm2")
+>>> with bd.Capture(model, ["resid.*"]) as cap:
+...     model(**tok(["some text"], return_tensors="pt"))
+>>> cache = bd.SignCache.build(model, tok, sites=["resid.*", "final"])
+"""
+
+from .capture import Capture, StopForward, active_hooks, hook_count
+from .cache import CacheError, SignCache
+from .models import EMBEDDED, ModelNotAvailable, load_model
+from .sites import UnknownSite, all_sites, resolve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Capture", "StopForward", "active_hooks", "hook_count",
+    "SignCache", "CacheError",
+    "load_model", "EMBEDDED", "ModelNotAvailable",
+    "resolve", "all_sites", "UnknownSite",
+]

@@ -1,0 +1,368 @@
+"""Packed sign bits and Hamming agreement kernels (CPU and GPU).
+
+Bit order (stable file format): bit ``i`` of a row is ``value[i] > 0`` (zero and negative values
+give 0), stored in byte ``i // 8`` at bit position ``i % 8``, least significant bit first. This
+is exactly ``numpy.packbits(x > 0, axis=-1, bitorder="little")``. A row of width ``d`` takes
+``ceil(d / 8)`` bytes; padding bits written by :func:`pack_signs` are 0 and every kernel here
+ignores them, whatever their value.
+
+Agreement between two rows is the number of the first ``d`` dimensions whose signs match. The
+kernels compute it from ±1 matrix products, which are exact: ±1 is exact in bf16/fp16, products
+accumulate in fp32, and every partial sum is an integer of magnitude ≤ d (fp16 output is exact
+for d ≤ 2048, fp32 output for d < 2**24). On CPU the fp32 product runs with bf16 inputs (oneDNN
+AMX / AVX512-BF16 where the CPU has them); on CUDA it runs in fp16. An XOR + popcount reference
+(:func:`agreement_popcount`) checks them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+
+__all__ = [
+    "BIT_ORDER",
+    "packed_width",
+    "pack_signs",
+    "unpack_signs",
+    "popcount",
+    "agreement",
+    "agreement_popcount",
+    "hamming_topk",
+    "masked_agreement",
+    "feature_matrix",
+    "feature_masks",
+    "feature_scores",
+]
+
+BIT_ORDER = "little"  # recorded in cache metadata; see the module docstring
+
+_SHIFTS = torch.arange(8, dtype=torch.uint8)
+_SIGN_TABLE = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1) * 2 - 1  # [256, 8] of ±1
+_POPCOUNT_LUT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.uint8)
+
+# Score-matrix block (queries x keys) kept at about this many entries: big enough for an
+# efficient matrix product, small enough to stay in the last-level cache.
+_BLOCK_ENTRIES = 1 << 23
+# Keys unpacked to ±1 at a time (entries of the [keys, d] float matrix), bounds memory for
+# vocabulary-sized key sets.
+_KEY_ENTRIES = 1 << 25
+# Composite sort key: score * 2**32 - key index (indices must stay below 2**32).
+_KEY_SHIFT = 1 << 32
+
+
+def packed_width(d: int) -> int:
+    """Bytes per packed row of ``d`` sign bits."""
+    return (d + 7) // 8
+
+
+def pack_signs(x: torch.Tensor) -> torch.Tensor:
+    """Pack ``x > 0`` along the last dim into ``uint8 [..., ceil(d/8)]`` on ``x``'s device."""
+    if x.is_floating_point() and bool(torch.isnan(x).any()):
+        raise ValueError(
+            "pack_signs: input contains NaN, whose sign is undefined; drop those rows or replace "
+            "NaN first (e.g. torch.nan_to_num(x)) before packing."
+        )
+    d = x.shape[-1]
+    nbytes = packed_width(d)
+    bits = (x > 0).to(torch.uint8)
+    if nbytes * 8 != d:
+        bits = torch.nn.functional.pad(bits, (0, nbytes * 8 - d))
+    bits = bits.reshape(*x.shape[:-1], nbytes, 8)
+    shifts = _SHIFTS.to(x.device)
+    return (bits << shifts).sum(-1, dtype=torch.uint8)
+
+
+def unpack_signs(packed: torch.Tensor, d: int, dtype: torch.dtype = torch.int8) -> torch.Tensor:
+    """Unpack ``uint8 [..., B]`` into ±1 of ``dtype``, shape ``[..., d]`` (padding dropped)."""
+    _check_packed(packed, d, "packed")
+    # one table lookup per byte (256 x 8 table of ±1) is ~3x faster than shift/and/scale
+    table = _SIGN_TABLE.to(device=packed.device, dtype=dtype)
+    out = torch.nn.functional.embedding(packed.long(), table) if dtype.is_floating_point \
+        else table[packed.long()]
+    out = out.reshape(*packed.shape[:-1], packed.shape[-1] * 8)
+    return out if d == out.shape[-1] else out[..., :d].contiguous()
+
+
+def popcount(t: torch.Tensor) -> torch.Tensor:
+    """Number of set bits in each element of an integer tensor, as ``uint8`` of ``t``'s shape.
+
+    Any integer dtype works (uint8, int16, int32, int64; two's complement for negatives). Counts
+    are at most 64, so uint8 holds them; ``.sum()`` promotes to int64.
+    """
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"popcount needs an integer tensor, got {t.dtype}; pack bits first.")
+    width = t.element_size()
+    as_bytes = t.contiguous().view(torch.uint8)
+    counts = _POPCOUNT_LUT.to(t.device)[as_bytes.long()]
+    if width == 1:
+        return counts
+    return counts.reshape(*t.shape, width).sum(-1, dtype=torch.uint8)
+
+
+def _check_packed(t: torch.Tensor, d: int, name: str) -> None:
+    if t.dtype != torch.uint8:
+        raise TypeError(f"{name} must be uint8 packed signs (see pack_signs), got {t.dtype}.")
+    if d < 0 or t.shape[-1] != packed_width(d):
+        raise ValueError(
+            f"{name} has {t.shape[-1]} bytes per row but d={d} needs {packed_width(d)}; "
+            "pass the unpacked width d the rows were packed from."
+        )
+
+
+def _tail_mask(d: int, device: torch.device) -> torch.Tensor:
+    """Per-byte mask that keeps only the first d bits of a packed row."""
+    mask = torch.full((packed_width(d),), 0xFF, dtype=torch.uint8, device=device)
+    if d % 8:
+        mask[-1] = (1 << (d % 8)) - 1
+    return mask
+
+
+@contextlib.contextmanager
+def _fast_fp32_matmul(device: torch.device) -> Iterator[None]:
+    """Let CPU fp32 products use bf16 inputs: exact for ±1/0 operands, ~2x faster."""
+    if device.type != "cpu":
+        yield
+        return
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def _matmul_dtype(device: torch.device, d: int) -> torch.dtype:
+    if device.type == "cuda" and d <= 2048:
+        return torch.float16  # integers up to 2048 are exact in fp16
+    return torch.float32
+
+
+def agreement_popcount(a: torch.Tensor, b: torch.Tensor, d: int) -> torch.Tensor:
+    """Reference kernel: XOR + popcount. ``int32 [n, m]``; padding bits are masked off."""
+    _check_packed(a, d, "a")
+    _check_packed(b, d, "b")
+    mask = _tail_mask(d, a.device)
+    a = a & mask
+    b = b & mask
+    n, m = a.shape[0], b.shape[0]
+    out = torch.empty((n, m), dtype=torch.int32, device=a.device)
+    rows = max(1, (1 << 24) // max(1, m * a.shape[1]))  # bound the [rows, m, B] temporary
+    for i in range(0, n, rows):
+        diff = popcount(a[i : i + rows, None, :] ^ b[None, :, :]).sum(-1, dtype=torch.int32)
+        out[i : i + rows] = d - diff
+    return out
+
+
+def _dots(q_pm: torch.Tensor, k_pm: torch.Tensor) -> torch.Tensor:
+    """±1 dot products; exact (see module docstring)."""
+    with _fast_fp32_matmul(q_pm.device):
+        return q_pm @ k_pm.T
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor, d: int) -> torch.Tensor:
+    """Agreeing sign bits among the first ``d`` of every pair: ``int32 [n, m]``.
+
+    Computed with a ±1 matrix product on ``a``'s device (see the module docstring).
+    """
+    _check_packed(a, d, "a")
+    _check_packed(b, d, "b")
+    dt = _matmul_dtype(a.device, d)
+    dots = _dots(unpack_signs(a, d, dt), unpack_signs(b, d, dt))
+    return ((dots.float() + d) * 0.5).to(torch.int32)
+
+
+def _block_topk(s: torch.Tensor, k: int, col0: int) -> torch.Tensor:
+    """Exact top-k of one score block as composite int64 keys, sorted best first.
+
+    ``s`` holds integer scores (higher is better). The key ``score * 2**32 - column`` orders by
+    score, then lowest column. Columns are split into G strided groups (column c in group
+    c mod G); T = the k-th largest group maximum is a lower bound on the k-th largest score, so
+    every top-k element (ties included) lies in a group whose maximum is >= T, and the final
+    top-k runs on those groups only (a few percent of the block).
+    """
+    q, kc = s.shape
+    group = max(1, kc // (32 * k))
+    n_groups = kc // group
+    if group > 1 and n_groups > k:
+        gmax = s[:, : n_groups * group].view(q, group, n_groups).amax(1)
+        thresh = gmax.topk(k, dim=1, sorted=False).values.amin(1, keepdim=True)
+        n_sel = int((gmax >= thresh).sum(1).max())
+        gval, gidx = gmax.topk(n_sel, dim=1, sorted=False)
+        steps = torch.arange(group, device=s.device) * n_groups
+        cols = (gidx.unsqueeze(-1) + steps).reshape(q, -1)
+        invalid = (gval < thresh).unsqueeze(-1).expand(q, n_sel, group).reshape(q, -1)
+        tail = torch.arange(n_groups * group, kc, device=s.device).expand(q, -1)
+        cols = torch.cat([cols, tail], 1)  # the < group leftover columns are always candidates
+        invalid = torch.cat([invalid, torch.zeros(tail.shape, dtype=torch.bool, device=s.device)], 1)
+        key = s.gather(1, cols).long()
+    else:
+        cols = torch.arange(kc, device=s.device).expand(q, kc)
+        invalid = None
+        key = s.long()
+    key.mul_(_KEY_SHIFT).sub_(cols + col0)
+    if invalid is not None:
+        key.masked_fill_(invalid, torch.iinfo(torch.int64).min)
+    return key.topk(k, dim=1, sorted=True).values
+
+
+def hamming_topk(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    d: int,
+    k: int,
+    chunk: int | None = None,
+    largest: bool = True,
+    backend: str = "torch",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` keys by sign agreement for every query: ``(int32 [n, k], int64 [n, k])``.
+
+    ``queries`` ``[n, B]`` and ``keys`` ``[m, B]`` are packed signs of width ``d``. Returns the
+    agreement counts (best first; ``largest=False`` gives the least-agreeing keys) and key
+    indices. Exact; ties are broken by the lowest key index. Keys are processed ``chunk`` rows
+    at a time (default: as many as fit ~128 MB unpacked) and queries in blocks, so no
+    ``n x m`` matrix is ever materialised. Runs on the tensors' device: bf16-input fp32 products
+    on CPU, fp16 products on CUDA. ``backend="faiss"`` (CPU, ``largest=True``; needs
+    ``pip install bagofdims[fast]``) uses faiss ``IndexBinaryFlat`` instead: same agreement
+    values, but ties at the k-th value come in faiss's order.
+    """
+    _check_packed(queries, d, "queries")
+    _check_packed(keys, d, "keys")
+    if queries.dim() != 2 or keys.dim() != 2:
+        raise ValueError("hamming_topk expects 2-D [rows, bytes] queries and keys.")
+    if queries.device != keys.device:
+        raise ValueError(f"queries on {queries.device} but keys on {keys.device}; move one.")
+    n, m = queries.shape[0], keys.shape[0]
+    if k < 0 or k > m:
+        raise ValueError(f"k={k} must be between 0 and the number of keys ({m}); lower k.")
+    device = queries.device
+    if n == 0 or k == 0:
+        return (
+            torch.zeros((n, k), dtype=torch.int32, device=device),
+            torch.zeros((n, k), dtype=torch.int64, device=device),
+        )
+    if backend == "faiss":
+        return _faiss_topk(queries, keys, d, k, largest)
+    if backend != "torch":
+        raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}.")
+    dt = _matmul_dtype(device, d)
+    kc = chunk if chunk is not None else max(k, _KEY_ENTRIES // max(1, d))
+    if kc < 1:
+        raise ValueError(f"chunk={chunk} must be a positive number of keys.")
+    if m >= _KEY_SHIFT:
+        raise ValueError(f"hamming_topk supports fewer than 2**32 keys, got {m}; split the keys.")
+    best = torch.full((n, k), torch.iinfo(torch.int64).min, dtype=torch.int64, device=device)
+    for k0 in range(0, m, kc):
+        k_pm = unpack_signs(keys[k0 : k0 + kc], d, dt)
+        if not largest:
+            k_pm = -k_pm  # agreement with the negated keys = disagreement
+        kk = min(k, k_pm.shape[0])
+        qc = max(1, _BLOCK_ENTRIES // k_pm.shape[0])
+        for q0 in range(0, n, qc):
+            s = _dots(unpack_signs(queries[q0 : q0 + qc], d, dt), k_pm)
+            merged = torch.cat([best[q0 : q0 + qc], _block_topk(s, kk, k0)], 1)
+            best[q0 : q0 + qc] = merged.topk(k, dim=1, sorted=True).values
+    # decode: key = dot * 2**32 - index, with 0 <= index < 2**32
+    dot = -torch.div(-best, _KEY_SHIFT, rounding_mode="floor")
+    idx = dot * _KEY_SHIFT - best
+    agree = (dot + d) // 2
+    if not largest:
+        agree = d - agree
+    return agree.to(torch.int32), idx
+
+
+def _faiss_topk(
+    queries: torch.Tensor, keys: torch.Tensor, d: int, k: int, largest: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError("backend='faiss' needs faiss: pip install bagofdims[fast]") from e
+    if not largest or queries.device.type != "cpu":
+        raise ValueError("backend='faiss' supports largest=True on CPU only; use backend='torch'.")
+    mask = _tail_mask(d, queries.device)  # zero padding bits on both sides: they then agree
+    index = faiss.IndexBinaryFlat(8 * packed_width(d))
+    index.add((keys & mask).contiguous().numpy())
+    dist, idx = index.search((queries & mask).contiguous().numpy(), k)
+    return d - torch.from_numpy(dist).to(torch.int32), torch.from_numpy(idx).to(torch.int64)
+
+
+def masked_agreement(
+    x: torch.Tensor, masks: torch.Tensor, patterns: torch.Tensor, d: int | None = None
+) -> torch.Tensor:
+    """Agreements of packed states ``x [n, B]`` with each feature, restricted to its mask.
+
+    ``masks`` and ``patterns`` are packed ``[k, B]`` (see :func:`feature_masks`); returns
+    ``int32 [n, k]``: for feature j, the number of dims in mask j where x's sign equals
+    pattern j's sign. ``d`` defaults to ``8 * B`` (padding bits of the masks are 0 anyway).
+    """
+    d = 8 * x.shape[-1] if d is None else d
+    for name, t in (("x", x), ("masks", masks), ("patterns", patterns)):
+        _check_packed(t, d, name)
+    if masks.shape != patterns.shape:
+        raise ValueError(f"masks {tuple(masks.shape)} and patterns {tuple(patterns.shape)} differ.")
+    m01 = unpack_signs(masks, d, torch.float32).add_(1).mul_(0.5)  # 0/1
+    w = (unpack_signs(patterns, d, torch.float32) * m01).T  # [d, k], ±1 on the mask, else 0
+    dots = _dots(unpack_signs(x, d, torch.float32), w.T.contiguous())
+    return ((dots + m01.sum(1)) * 0.5).round().to(torch.int32)
+
+
+def feature_matrix(
+    features: Sequence[tuple[Sequence[int] | torch.Tensor, Sequence[int] | torch.Tensor]],
+    d: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Dense ``[d, k]`` matrix of feature signs: ±1 on each feature's dims, 0 elsewhere.
+
+    ``features`` is a list of ``(dims, signs)`` with signs in {+1, -1}; dims must be distinct
+    within a feature and in ``[0, d)``.
+    """
+    dims = [torch.as_tensor(f[0], dtype=torch.long).reshape(-1) for f in features]
+    signs = [torch.as_tensor(f[1]).reshape(-1) for f in features]
+    for j, (di, si) in enumerate(zip(dims, signs)):
+        if di.numel() != si.numel():
+            raise ValueError(f"feature {j}: {di.numel()} dims but {si.numel()} signs.")
+    out = torch.zeros((d, len(features)), dtype=dtype)
+    if not features:
+        return out.to(device)
+    all_dims = torch.cat(dims)
+    all_signs = torch.cat([s.to(torch.float32) for s in signs])
+    cols = torch.repeat_interleave(torch.arange(len(features)), torch.tensor([x.numel() for x in dims]))
+    if all_dims.numel() and (all_dims.min() < 0 or all_dims.max() >= d):
+        raise ValueError(f"feature dims must lie in [0, {d}); check the site width d.")
+    if not bool(((all_signs == 1) | (all_signs == -1)).all()):
+        raise ValueError("feature signs must be +1 or -1 (use sign 2*bit-1 for 0/1 bits).")
+    flat = all_dims * len(features) + cols
+    if torch.unique(flat).numel() != flat.numel():
+        raise ValueError("a feature lists the same dim twice; deduplicate its dims.")
+    out.view(-1)[flat] = all_signs.to(dtype)
+    return out.to(device)
+
+
+def feature_masks(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed ``(masks, patterns)`` ``uint8 [k, B]`` from a dense ``[d, k]`` feature matrix."""
+    return pack_signs((w != 0).T.to(torch.int8)), pack_signs(w.T)
+
+
+def feature_scores(states: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Fraction of each feature's dims whose sign agrees: ``float32 [n, k]`` in [0, 1].
+
+    ``states`` is ``[n, d]`` (raw values or ±1; sign convention ``value > 0``) or packed
+    ``uint8 [n, B]``; ``w`` is the ``[d, k]`` matrix from :func:`feature_matrix`. A feature
+    with no dims scores NaN.
+    """
+    d = w.shape[0]
+    if states.dtype == torch.uint8:
+        pm = unpack_signs(states, d, torch.float32)
+    else:
+        if states.shape[-1] != d:
+            raise ValueError(f"states have width {states.shape[-1]} but features use d={d}.")
+        if states.is_floating_point() and bool(torch.isnan(states).any()):
+            raise ValueError("states contain NaN; replace them (torch.nan_to_num) before scoring.")
+        pm = (states > 0).to(torch.float32) * 2 - 1
+    wf = w.to(device=pm.device, dtype=torch.float32)
+    size = (wf != 0).sum(0).to(torch.float32)
+    dots = _dots(pm, wf.T.contiguous())
+    return (dots + size) / (2 * size)

@@ -1,0 +1,382 @@
+"""SignCache: the sign of every dimension at every site, for every vocabulary token.
+
+One forward pass per token with no context (optionally after BOS), batched, all sites in one pass,
+signs packed one bit per dimension (see :mod:`bagofdims.bits` for the bit order).
+
+On disk a cache is a directory (DESIGN.md), written atomically (temp dir, then rename):
+
+- ``meta.json``: format version, model name, weight and tokenizer fingerprints, vocabulary size,
+  sites with their widths, input policy (``bos``), dtype, creation time, bit order, and the
+  sha256 of each data file (checked on load);
+- ``signs.safetensors``: ``uint8 [n_tokens, ceil(width/8)]`` per site, plus ``_token_ids``
+  (``int64 [n_tokens]``: the vocabulary id of each row);
+- ``magnitudes.safetensors`` (optional): ``float16 [n_tokens, width]`` per site.
+
+Loading memory-maps the tensors: nothing is read until used. A build given a ``checkpoint``
+directory saves each finished chunk there and, when rerun after an interruption, skips what is done;
+the result is byte-identical to an uninterrupted build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+from tqdm.auto import tqdm
+
+from . import bits
+from .capture import Capture, no_cache_kwargs
+from .models import model_name, tokenizer_fingerprint, weight_fingerprint
+from .storage import SafetensorsError, atomic_dir, open_mmap, sha256, write_json
+from .sites import resolve
+
+FORMAT_VERSION = 1
+TOKEN_IDS = "_token_ids"
+
+
+class CacheError(ValueError):
+    """A cache directory is missing, corrupt, or does not match the model it is used with."""
+
+
+def default_bos(model) -> bool:
+    """Gemma-style models need BOS before a token; others are read without context by default."""
+    return str(getattr(model.config, "model_type", "")).startswith("gemma")
+
+
+def _vocab_size(model, tok) -> int:
+    rows = model.get_input_embeddings().weight.shape[0]
+    return min(len(tok), rows)
+
+
+class SignCache:
+    """Packed signs (and optional magnitudes) of every site for a set of vocabulary tokens."""
+
+    def __init__(self, meta: dict, signs: dict, magnitudes: dict | None = None, path=None):
+        self.meta = meta
+        self._signs = signs  # site -> np.ndarray uint8 [n, B] (possibly memory-mapped)
+        self._mags = magnitudes or {}
+        self.path = Path(path) if path is not None else None
+        ids = np.asarray(signs[TOKEN_IDS])
+        self.token_ids = torch.from_numpy(np.array(ids, dtype=np.int64))
+        self._row_of = None
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def sites(self) -> list[str]:
+        return list(self.meta["sites"])
+
+    @property
+    def model_name(self) -> str:
+        return self.meta["model"]
+
+    def width(self, site: str) -> int:
+        return int(self.meta["sites"][self._site(site)])
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def __repr__(self) -> str:
+        return (
+            f"SignCache(model={self.model_name!r}, tokens={len(self)}, sites={len(self.sites)}, "
+            f"bos={self.meta['bos']}, magnitudes={bool(self._mags)})"
+        )
+
+    def _site(self, site: str) -> str:
+        if site not in self.meta["sites"]:
+            from .sites import describe
+
+            raise KeyError(
+                f"Site '{site}' is not in this cache; it has {describe(self.meta['sites'])}. "
+                "Rebuild with that site to use it."
+            )
+        return site
+
+    # -- access ---------------------------------------------------------------------------------
+    def rows(self, tokens) -> torch.Tensor:
+        """Row indices of vocabulary token ids (errors name ids the cache lacks)."""
+        tokens = torch.as_tensor(tokens, dtype=torch.int64).reshape(-1)
+        n_vocab = int(self.meta["vocab_size"])
+        if self.meta["full_vocab"]:
+            bad = tokens[(tokens < 0) | (tokens >= n_vocab)]
+            if len(bad):
+                raise IndexError(f"Token ids {bad[:5].tolist()} are outside the vocabulary 0..{n_vocab - 1}.")
+            return tokens
+        if self._row_of is None:
+            self._row_of = torch.full((n_vocab,), -1, dtype=torch.int64)
+            self._row_of[self.token_ids] = torch.arange(len(self.token_ids))
+        safe = tokens.clamp(0, n_vocab - 1)
+        rows = torch.where((tokens >= 0) & (tokens < n_vocab), self._row_of[safe], -1)
+        if (rows < 0).any():
+            raise IndexError(
+                f"Token ids {tokens[rows < 0][:5].tolist()} are not in this cache (built over "
+                f"{len(self)} tokens); rebuild it over the full vocabulary or those tokens."
+            )
+        return rows
+
+    def packed(self, site: str, tokens=None, device=None) -> torch.Tensor:
+        """``uint8 [n, ceil(width/8)]`` packed signs of a site (all cached tokens by default)."""
+        arr = self._signs[self._site(site)]
+        out = torch.from_numpy(np.asarray(arr)) if tokens is None else torch.from_numpy(
+            np.asarray(arr[self.rows(tokens).numpy()])
+        )
+        return out if device is None else out.to(device)
+
+    def signs(self, site: str, tokens=None, device=None, dtype=torch.int8) -> torch.Tensor:
+        """±1 signs ``[n, width]`` of a site, unpacked on ``device`` (packed bits travel)."""
+        return bits.unpack_signs(self.packed(site, tokens, device), self.width(site), dtype)
+
+    def magnitudes(self, site: str, tokens=None, device=None) -> torch.Tensor:
+        """``float16 [n, width]`` absolute values (only if built with ``magnitudes=True``)."""
+        if site not in self._mags:
+            raise KeyError("This cache has no magnitudes; build it with magnitudes=True.")
+        arr = self._mags[site]
+        out = torch.from_numpy(np.asarray(arr if tokens is None else arr[self.rows(tokens).numpy()]))
+        return out if device is None else out.to(device)
+
+    # -- model checks ---------------------------------------------------------------------------
+    def check(self, model=None, tokenizer=None) -> None:
+        """Raise :class:`CacheError` unless the model / tokenizer are the ones that built it."""
+        if model is not None and weight_fingerprint(model) != self.meta["weights"]:
+            raise CacheError(
+                f"This cache was built from model '{self.model_name}' (weights "
+                f"{self.meta['weights']}), not from the model given ({model_name(model)}, weights "
+                f"{weight_fingerprint(model)}). Load that model, or rebuild the cache with this one."
+            )
+        if tokenizer is not None and tokenizer_fingerprint(tokenizer) != self.meta["tokenizer"]:
+            raise CacheError(
+                f"This cache was built with another tokenizer than the one given (model "
+                f"'{self.model_name}'). Use that model's tokenizer, or rebuild the cache."
+            )
+
+    # -- build ----------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        model,
+        tokenizer,
+        sites=("resid.*", "final"),
+        bos: bool | None = None,
+        tokens=None,
+        batch_size: int = 512,
+        magnitudes: bool = False,
+        checkpoint: str | os.PathLike | None = None,
+        chunk_size: int = 8192,
+        progress: bool = True,
+    ) -> "SignCache":
+        """One forward pass per token (``[BOS,] token``), signs of every site packed.
+
+        ``tokens``: vocabulary ids to cache (default: the whole vocabulary). ``bos``: put BOS
+        before each token (default: only for Gemma-style models, which need it). ``checkpoint``:
+        a directory where finished chunks are kept, so an interrupted build resumes there.
+        """
+        resolved = resolve(model, sites)
+        n_vocab = _vocab_size(model, tokenizer)
+        if bos is None:
+            bos = default_bos(model)
+        bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+        if bos and bos_id is None:
+            raise ValueError("bos=True but the tokenizer has no BOS (or CLS) token; pass bos=False.")
+        full = tokens is None
+        ids = torch.arange(n_vocab) if full else torch.as_tensor(tokens, dtype=torch.int64).reshape(-1)
+        if len(ids) == 0:
+            raise ValueError("tokens is empty: pass at least one vocabulary id (or None for all).")
+        if not full and ((ids < 0) | (ids >= n_vocab)).any():
+            raise IndexError(f"tokens must be vocabulary ids in 0..{n_vocab - 1}.")
+        if chunk_size % batch_size:
+            chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
+        device = next(model.parameters()).device
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "model": model_name(model),
+            "weights": weight_fingerprint(model),
+            "tokenizer": tokenizer_fingerprint(tokenizer),
+            "vocab_size": n_vocab,
+            "full_vocab": full,
+            "n_tokens": len(ids),
+            "sites": {},
+            "bos": bool(bos),
+            "bos_id": bos_id if bos else None,
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "bit_order": bits.BIT_ORDER,
+            "magnitudes": magnitudes,
+            "batch_size": batch_size,
+            "chunk_size": chunk_size,
+            "tokens_sha256": hashlib.sha256(ids.numpy().tobytes()).hexdigest()[:16],
+        }
+        ckpt = _Checkpoint(checkpoint, meta) if checkpoint is not None else None
+        parts: list[dict] = []
+        chunks = list(range(0, len(ids), chunk_size))
+        bar = tqdm(total=len(ids), desc=f"sign cache {meta['model']}", unit="tok",
+                   disable=not progress, smoothing=0.1)
+        for ci, start in enumerate(chunks):
+            done = ckpt.load(ci) if ckpt else None
+            if done is None:
+                done = _run_chunk(model, resolved, ids[start:start + chunk_size], bos_id if bos else None,
+                                  batch_size, magnitudes, device, bar)
+                if ckpt:
+                    ckpt.save(ci, done)
+            else:
+                bar.update(len(ids[start:start + chunk_size]))
+            parts.append(done)
+        bar.close()
+        signs = {s.name: np.concatenate([p[s.name] for p in parts]) for s in resolved}
+        signs[TOKEN_IDS] = ids.numpy().astype(np.int64)
+        mags = ({s.name: np.concatenate([p["|" + s.name] for p in parts]) for s in resolved}
+                if magnitudes else None)
+        meta["sites"] = {s.name: int(parts[0]["#" + s.name]) for s in resolved}
+        meta["created"] = ckpt.created if ckpt else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        cache = cls(meta, signs, mags)
+        if ckpt:
+            cache._checkpoint = ckpt.path
+        return cache
+
+    # -- save / load ----------------------------------------------------------------------------
+    def save(self, path, overwrite: bool = False) -> Path:
+        """Write the cache directory atomically; a finished build's checkpoint is then removed."""
+        path = Path(path)
+
+        def fill(tmp: Path) -> None:
+            meta = dict(self.meta, files={})
+            data = {k: np.ascontiguousarray(v) for k, v in self._signs.items()}
+            save_file(data, str(tmp / "signs.safetensors"))
+            meta["files"]["signs.safetensors"] = sha256(tmp / "signs.safetensors")
+            if self._mags:
+                save_file({k: np.ascontiguousarray(v) for k, v in self._mags.items()},
+                          str(tmp / "magnitudes.safetensors"))
+                meta["files"]["magnitudes.safetensors"] = sha256(tmp / "magnitudes.safetensors")
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+
+        atomic_dir(path, fill, overwrite)
+        self.path = path
+        ckpt = getattr(self, "_checkpoint", None)
+        if ckpt is not None and Path(ckpt).resolve() != path.resolve():
+            shutil.rmtree(ckpt, ignore_errors=True)
+        return path
+
+    @classmethod
+    def load(cls, path, model=None, tokenizer=None, verify: bool = True) -> "SignCache":
+        """Memory-map a saved cache; check it against ``model`` / ``tokenizer`` when given.
+
+        ``verify`` checks each data file's sha256 against ``meta.json`` (catches corruption).
+        """
+        path = Path(path)
+        meta_path = path / "meta.json"
+        if not meta_path.exists():
+            raise CacheError(
+                f"{path} is not a sign cache (no meta.json). Build one with "
+                "`bagofdims capture --model NAME --out DIR` or SignCache.build(...).save(DIR)."
+            )
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise CacheError(f"{meta_path} is corrupt ({err}); rebuild the cache.") from err
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CacheError(
+                f"{path} has cache format {meta.get('format_version')}, this bagofdims reads "
+                f"{FORMAT_VERSION}; rebuild the cache."
+            )
+        arrays = {}
+        for fname in ("signs.safetensors", "magnitudes.safetensors"):
+            fpath = path / fname
+            if fname not in meta.get("files", {}):
+                continue
+            if not fpath.exists():
+                raise CacheError(f"{fpath} is missing; rebuild the cache.")
+            if verify and sha256(fpath) != meta["files"][fname]:
+                raise CacheError(
+                    f"{fpath} is corrupt (its checksum differs from meta.json); rebuild the cache."
+                )
+            try:
+                arrays[fname] = open_mmap(fpath)
+            except SafetensorsError as err:
+                raise CacheError(f"{fpath} is corrupt or truncated ({err}); rebuild the cache.") from err
+        if "signs.safetensors" not in arrays:
+            raise CacheError(f"{path} has no signs.safetensors; rebuild the cache.")
+        signs = arrays["signs.safetensors"]
+        n = int(meta["n_tokens"])
+        for site, width in meta["sites"].items():
+            shape = tuple(signs[site].shape) if site in signs else None
+            if shape != (n, bits.packed_width(width)):
+                raise CacheError(
+                    f"{path}: site {site} has shape {shape}, expected {(n, bits.packed_width(width))}; "
+                    "the cache is corrupt, rebuild it."
+                )
+        cache = cls(meta, signs, arrays.get("magnitudes.safetensors"), path)
+        cache.check(model, tokenizer)
+        return cache
+
+
+def _run_chunk(model, sites, ids, bos_id, batch_size, magnitudes, device, bar) -> dict:
+    """Forward one chunk of tokens in batches; return packed signs (+ magnitudes) per site."""
+    out: dict[str, list] = {}
+    extra = no_cache_kwargs(model)
+    with torch.inference_mode(), Capture(model, [s.name for s in sites], stop=True,
+                                         position=-1) as cap:
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start:start + batch_size].to(device).unsqueeze(1)
+            if bos_id is not None:
+                batch = torch.cat([torch.full_like(batch, bos_id), batch], dim=1)
+            # Early stop after the last site skips the LM head.
+            cap.run(input_ids=batch, attention_mask=torch.ones_like(batch), **extra)
+            for s in sites:
+                value = cap[s.name]
+                if torch.isnan(value).any():
+                    raise FloatingPointError(
+                        f"NaN at site {s.name}; the model's weights or dtype are broken "
+                        "(try dtype=torch.float32)."
+                    )
+                out.setdefault(s.name, []).append(bits.pack_signs(value).cpu().numpy())
+                out["#" + s.name] = value.shape[-1]
+                if magnitudes:
+                    out.setdefault("|" + s.name, []).append(value.abs().half().cpu().numpy())
+            bar.update(len(batch))
+    return {k: (np.concatenate(v) if isinstance(v, list) else v) for k, v in out.items()}
+
+
+class _Checkpoint:
+    """Finished chunks of an interrupted build (one safetensors file each, written atomically)."""
+
+    def __init__(self, path, meta: dict):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        key = {k: meta[k] for k in ("model", "weights", "tokenizer", "n_tokens", "bos",
+                                      "dtype", "magnitudes", "batch_size", "chunk_size",
+                                      "tokens_sha256")}
+        info = self.path / "build.json"
+        if info.exists():
+            saved = json.loads(info.read_text())
+            if saved["key"] != key:
+                raise CacheError(
+                    f"{self.path} holds a build with other settings or another model; delete it "
+                    "or choose another checkpoint directory."
+                )
+            self.created = saved["created"]
+        else:
+            self.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            write_json(info, {"key": key, "created": self.created})
+
+    def _file(self, i: int) -> Path:
+        return self.path / f"chunk-{i:06d}.safetensors"
+
+    def load(self, i: int) -> dict | None:
+        f = self._file(i)
+        if not f.exists():
+            return None
+        try:
+            arrays = open_mmap(f)
+        except SafetensorsError:
+            return None  # a torn file: recompute the chunk
+        return {k: (int(v[0]) if k.startswith("#") else np.array(v)) for k, v in arrays.items()}
+
+    def save(self, i: int, part: dict) -> None:
+        data = {k: (np.array([v], dtype=np.int64) if k.startswith("#") else v) for k, v in part.items()}
+        tmp = self._file(i).with_suffix(".tmp")
+        save_file(data, str(tmp))
+        os.replace(tmp, self._file(i))

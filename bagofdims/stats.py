@@ -1,0 +1,174 @@
+"""Statistics for sign features: rank AUC, top-k agreement, mutual information between signs.
+
+All functions take batched tensors and avoid Python loops over rows or dimensions.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+__all__ = [
+    "auc",
+    "binary_auc",
+    "topk_agreement",
+    "topk_agreement_at",
+    "sign_mutual_information",
+    "random_rotation",
+    "mi_summary",
+]
+
+
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    if x.is_floating_point() and bool(torch.isnan(x).any()):
+        raise ValueError(f"{name} contains NaN; drop or replace those rows (torch.nan_to_num).")
+
+
+def auc(scores: torch.Tensor, labels: torch.Tensor) -> float | torch.Tensor:
+    """Exact Mann-Whitney ROC AUC, ties counted half (average ranks).
+
+    ``scores`` is ``[n]`` (returns a float) or ``[n, k]`` (returns ``float64 [k]``, one AUC per
+    column). ``labels`` is bool ``[n]`` (shared by all columns) or ``[n, k]``. Raises if shared
+    labels lack a class; a column of ``[n, k]`` labels that lacks a class gets NaN.
+    """
+    _check_finite(scores, "scores")
+    single = scores.dim() == 1
+    s = scores.reshape(scores.shape[0], -1).to(torch.float64)
+    n, k = s.shape
+    y = labels.to(torch.bool)
+    if y.shape[0] != n or y.dim() > 2 or (y.dim() == 2 and y.shape[1] != k):
+        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match scores {tuple(scores.shape)}.")
+    if y.dim() == 1:
+        n_pos = int(y.sum())
+        if n_pos == 0 or n_pos == n:
+            raise ValueError("auc needs both positive and negative labels; add the missing class.")
+        y = y.unsqueeze(1).expand(n, k)
+    sorted_s, order = s.sort(dim=0)
+    pos = torch.arange(1, n + 1, dtype=torch.float64, device=s.device).unsqueeze(1).expand(n, k)
+    new_run = torch.ones_like(sorted_s, dtype=torch.bool)
+    new_run[1:] = sorted_s[1:] != sorted_s[:-1]
+    end_run = torch.ones_like(new_run)
+    end_run[:-1] = new_run[1:]
+    first = torch.where(new_run, pos, torch.zeros_like(pos)).cummax(0).values
+    last = torch.where(end_run, pos, torch.full_like(pos, n + 1)).flip(0).cummin(0).values.flip(0)
+    ranks = (first + last) * 0.5  # average rank of each tie run
+    y_sorted = y.gather(0, order).to(torch.float64)
+    n_pos = y_sorted.sum(0)
+    n_neg = n - n_pos
+    r_pos = (ranks * y_sorted).sum(0)
+    out = (r_pos - n_pos * (n_pos + 1) * 0.5) / (n_pos * n_neg)
+    out = torch.where((n_pos > 0) & (n_neg > 0), out, torch.full_like(out, float("nan")))
+    return float(out[0]) if single else out
+
+
+def binary_auc(pos_rate: torch.Tensor, neg_rate: torch.Tensor) -> torch.Tensor:
+    """AUC of a 0/1 score from the rate of 1s among positives and negatives (elementwise).
+
+    ``0.5 + 0.5 * (pos_rate - neg_rate)``: the per-dimension sign AUC (score = sign > 0).
+    """
+    pos_rate = torch.as_tensor(pos_rate, dtype=torch.float64)
+    neg_rate = torch.as_tensor(neg_rate, dtype=torch.float64)
+    return 0.5 + 0.5 * (pos_rate - neg_rate)
+
+
+def topk_agreement(pred_topk_indices: torch.Tensor, target: torch.Tensor) -> float:
+    """Fraction of rows whose ``target`` appears in that row's ``[n, k]`` predicted indices."""
+    if pred_topk_indices.dim() != 2 or target.shape != pred_topk_indices.shape[:1]:
+        raise ValueError("expected pred [n, k] and target [n] with the same n.")
+    if target.numel() == 0:
+        raise ValueError("topk_agreement of zero rows is undefined; pass at least one row.")
+    hit = (pred_topk_indices == target.unsqueeze(1)).any(1)
+    return float(hit.to(torch.float64).mean())
+
+
+def topk_agreement_at(
+    pred_topk_indices: torch.Tensor, target: torch.Tensor, ks: Iterable[int]
+) -> dict[int, float]:
+    """:func:`topk_agreement` for several k at once; predictions must be sorted best first."""
+    if pred_topk_indices.dim() != 2 or target.shape != pred_topk_indices.shape[:1]:
+        raise ValueError("expected pred [n, K] and target [n] with the same n.")
+    if target.numel() == 0:
+        raise ValueError("topk_agreement of zero rows is undefined; pass at least one row.")
+    big_k = pred_topk_indices.shape[1]
+    hits = pred_topk_indices == target.unsqueeze(1)
+    # rank of the first hit per row (big_k if none): one pass serves every k
+    first = torch.where(hits.any(1), hits.to(torch.int8).argmax(1), torch.full_like(target, big_k))
+    out = {}
+    for k in ks:
+        if not 1 <= k <= big_k:
+            raise ValueError(f"k={k} must be in [1, {big_k}]; compute more predictions per row.")
+        out[k] = float((first < k).to(torch.float64).mean())
+    return out
+
+
+def sign_mutual_information(x: torch.Tensor, block_rows: int = 1 << 22) -> torch.Tensor:
+    """Plug-in mutual information (bits) between the signs ``x > 0`` of all pairs of dims.
+
+    Returns ``float64 [d, d]``; the diagonal is each sign's entropy. The 2x2 tables of all pairs
+    come from one product ``S^T S`` with ``S = (x > 0)``; 0 log 0 = 0. Rows are summed in blocks
+    so fp32 counts stay exact (below 2**24).
+    """
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"expected non-empty [n, d] states, got shape {tuple(x.shape)}.")
+    _check_finite(x, "x")
+    n, d = x.shape
+    n11 = torch.zeros((d, d), dtype=torch.float64, device=x.device)
+    n1 = torch.zeros(d, dtype=torch.float64, device=x.device)
+    for i in range(0, n, block_rows):
+        s = (x[i : i + block_rows] > 0).to(torch.float32)
+        n11 += (s.T @ s).to(torch.float64)
+        n1 += s.sum(0, dtype=torch.float64)
+    p11 = n11 / n
+    p1 = n1 / n
+    p10 = p1.unsqueeze(1) - p11
+    p01 = p1.unsqueeze(0) - p11
+    p00 = 1.0 - p1.unsqueeze(1) - p1.unsqueeze(0) + p11
+    p0 = 1.0 - p1
+    mi = torch.zeros_like(p11)
+    for pab, pa, pb in (
+        (p11, p1.unsqueeze(1), p1.unsqueeze(0)),
+        (p10, p1.unsqueeze(1), p0.unsqueeze(0)),
+        (p01, p0.unsqueeze(1), p1.unsqueeze(0)),
+        (p00, p0.unsqueeze(1), p0.unsqueeze(0)),
+    ):
+        pab = pab.clamp(min=0.0)  # rounding can leave -1e-17 where a cell is empty
+        ratio = pab / (pa * pb)
+        mi += torch.where(pab > 0, pab * torch.log2(torch.where(pab > 0, ratio, 1.0)), 0.0)
+    return mi.clamp_(min=0.0)
+
+
+def random_rotation(
+    d: int, seed: int = 0, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Haar-random ``[d, d]`` orthogonal matrix (QR of a Gaussian, signs of diag(R) fixed)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, d, generator=g, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(d, dtype=torch.float64))
+    return q.to(dtype=dtype, device=device)
+
+
+def mi_summary(x: torch.Tensor, rotate_control: bool = True, seed: int = 0) -> dict[str, float]:
+    """Mean and max off-diagonal sign MI of ``x`` and, as the control, of ``x @ R``.
+
+    ``R`` is a Haar-random rotation: a rotated Gaussian code also has near-zero pairwise sign
+    MI, so near-zero MI alone does not show that the basis is special. Keys: ``mean_mi``,
+    ``max_mi``, and with the control ``mean_mi_rotated``, ``max_mi_rotated``.
+    """
+    d = x.shape[1]
+    if d < 2:
+        raise ValueError("mi_summary needs at least two dimensions.")
+    off = ~torch.eye(d, dtype=torch.bool, device=x.device)
+
+    def summarise(m: torch.Tensor) -> tuple[float, float]:
+        vals = m[off]
+        return float(vals.mean()), float(vals.max())
+
+    out: dict[str, float] = {}
+    out["mean_mi"], out["max_mi"] = summarise(sign_mutual_information(x))
+    if rotate_control:
+        r = random_rotation(d, seed, dtype=torch.float32, device=x.device)
+        rot = x.to(torch.float32) @ r
+        out["mean_mi_rotated"], out["max_mi_rotated"] = summarise(sign_mutual_information(rot))
+    return out
