@@ -11,6 +11,10 @@ from .capture import Capture, StopForward, active_hooks, hook_count
 from .cache import CacheError, SignCache
 from .models import EMBEDDED, ModelNotAvailable, load_model
 from .sites import UnknownSite, all_sites, resolve
+from .feature import Feature
+from .features import DiscoveryConfig, discover, discover_unsupervised
+from .catalog import Catalog, CatalogError
+from . import bits, stats
 
 __version__ = "0.1.0"
 
@@ -19,4 +23,6 @@ __all__ = [
     "SignCache", "CacheError",
     "load_model", "EMBEDDED", "ModelNotAvailable",
     "resolve", "all_sites", "UnknownSite",
+    "Feature", "DiscoveryConfig", "discover", "discover_unsupervised",
+    "Catalog", "CatalogError", "bits", "stats",
 ]

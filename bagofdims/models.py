@@ -251,3 +251,20 @@ def tokenizer_fingerprint(tok) -> str:
     h.update(json.dumps(sorted(vocab.items(), key=lambda kv: kv[1]), ensure_ascii=False).encode())
     h.update(json.dumps([tok.bos_token_id, tok.eos_token_id, tok.pad_token_id]).encode())
     return h.hexdigest()[:16]
+
+
+def load_tokenizer(name_or_path: str = DEFAULT_MODEL):
+    """Only the tokenizer of a model (embedded name, local dir or HF id)."""
+    from transformers import AutoTokenizer
+
+    _, source = resolve(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except OSError as err:
+        raise ModelNotAvailable(
+            f"Could not load the tokenizer of '{name_or_path}' (offline, or not a model "
+            "directory); pass tokenizer=... explicitly."
+        ) from err
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok

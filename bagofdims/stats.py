@@ -25,13 +25,22 @@ def _check_finite(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contains NaN; drop or replace those rows (torch.nan_to_num).")
 
 
-def auc(scores: torch.Tensor, labels: torch.Tensor) -> float | torch.Tensor:
+def auc(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
+        ) -> float | torch.Tensor:
     """Exact Mann-Whitney ROC AUC, ties counted half (average ranks).
 
     ``scores`` is ``[n]`` (returns a float) or ``[n, k]`` (returns ``float64 [k]``, one AUC per
     column). ``labels`` is bool ``[n]`` (shared by all columns) or ``[n, k]``. Raises if shared
-    labels lack a class; a column of ``[n, k]`` labels that lacks a class gets NaN.
+    labels lack a class; a column of ``[n, k]`` labels that lacks a class gets NaN. ``mask``
+    (bool, broadcastable to ``[n, k]``) restricts each column to some rows, e.g. to leave a
+    category's anchors out of its negatives.
     """
+    if mask is not None:
+        s2 = scores.reshape(scores.shape[0], -1)
+        y2 = labels.reshape(labels.shape[0], -1).to(torch.bool).expand_as(s2)
+        m2 = mask.reshape(mask.shape[0], -1).to(torch.bool).expand_as(s2)
+        out = masked_auc(s2, y2, m2)
+        return float(out[0]) if scores.dim() == 1 else out
     _check_finite(scores, "scores")
     single = scores.dim() == 1
     s = scores.reshape(scores.shape[0], -1).to(torch.float64)
@@ -60,6 +69,26 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float | torch.Tensor:
     out = (r_pos - n_pos * (n_pos + 1) * 0.5) / (n_pos * n_neg)
     out = torch.where((n_pos > 0) & (n_neg > 0), out, torch.full_like(out, float("nan")))
     return float(out[0]) if single else out
+
+
+def masked_auc(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """AUC per column of ``scores [n, k]`` over the rows where ``mask [n, k]`` is True.
+
+    Each positive gets credit for the negatives strictly below it plus half the tied ones,
+    counted by binary search in the column's sorted negatives. NaN where a class is empty.
+    """
+    _check_finite(scores, "scores")
+    s = scores.to(torch.float64).T.contiguous()  # [k, n]
+    pos = (labels & mask).T
+    neg = (~labels & mask).T
+    neg_sorted = torch.where(neg, s, torch.full_like(s, float("inf"))).sort(dim=1).values.contiguous()
+    below = torch.searchsorted(neg_sorted, s, right=False)
+    at_or_below = torch.searchsorted(neg_sorted, s, right=True)
+    credit = (below + at_or_below).to(torch.float64) * 0.5
+    n_pos = pos.sum(1).to(torch.float64)
+    n_neg = neg.sum(1).to(torch.float64)
+    out = (credit * pos).sum(1) / (n_pos * n_neg)
+    return torch.where((n_pos > 0) & (n_neg > 0), out, torch.full_like(out, float("nan")))
 
 
 def binary_auc(pos_rate: torch.Tensor, neg_rate: torch.Tensor) -> torch.Tensor:

@@ -60,9 +60,10 @@ def inputs(family: str, batch: int = 2, seq: int = 5, seed: int = 1) -> dict:
 
 
 def tokenizer(vocab_size: int = VOCAB) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over 'w0'..'w{n-1}' (w1 = BOS, w2 = EOS/pad)."""
-    vocab = {f"w{i}": i for i in range(vocab_size)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="w0", bos_token="w1",
-                                   eos_token="w2", pad_token="w2")
+    """A word-level tokenizer: ids 0-2 are <unk>, <bos>, <eos> (also pad); id i >= 3 is 'w{i}'."""
+    vocab = {f"w{i}": i for i in range(3, vocab_size)}
+    vocab.update({"<unk>": 0, "<bos>": 1, "<eos>": 2})
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<bos>",
+                                   eos_token="<eos>", pad_token="<eos>")

@@ -1,0 +1,207 @@
+"""Cross-validated probe AUC per category against the whole vocabulary.
+
+Rows of X are vocabulary tokens (states or signs at one site). For every category:
+
+- held_out given: the anchors are training positives in every fold and are never scored; the
+  held-out members are the test positives, split across folds so each is scored exactly once
+  (with held_out_in_training=True, the held-out members of the other folds also train).
+- held_out None: the given positives themselves are split into folds (plain k-fold CV).
+- negatives: every other row (or the rows you pass), split into the same folds for every
+  category by one seeded row-to-fold assignment; rows in `exclude` are neither.
+
+All categories of a fold are trained as one batched problem with per-column row masks. Scores
+are out-of-fold logits; `auc` pools them (each tested row scored once by a model that did not
+train on it), `fold_auc` is per fold. Standardisation uses all rows of X (no labels involved).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from ._auc import rank_auc
+from ._data import as_features
+from .logistic import LogisticProbe
+
+IndexSets = "Sequence[Sequence[int]] | Mapping[str, Sequence[int]]"
+
+
+@dataclass
+class CVResult:
+    """Per-category cross-validated results; every tensor's last axis is the category."""
+
+    auc: torch.Tensor  # [k] float64 pooled out-of-fold test AUC
+    fold_auc: torch.Tensor  # [folds, k] float64 (NaN where a fold has no test positive)
+    scores: (
+        torch.Tensor
+    )  # [n, k] out-of-fold logits, NaN where a row was not tested for a category
+    labels: (
+        torch.Tensor
+    )  # [n, k] bool: row is a positive (anchor or held-out member) of the category
+    tested: torch.Tensor  # [n, k] bool: row was a test row for the category
+    n_test_pos: torch.Tensor  # [k]
+    n_test_neg: torch.Tensor  # [k]
+    names: list[str] | None = None
+    probes: list = field(
+        default_factory=list
+    )  # fitted probe per fold, when keep_probes=True
+
+
+def _index_sets(sets, n: int, what: str, names: list[str] | None) -> list[torch.Tensor]:
+    if isinstance(sets, Mapping):
+        keys = list(sets.keys())
+        if names is not None and keys != names:
+            raise ValueError(
+                f"{what} must have the same category names, in the same order, as the positives"
+            )
+        sets = [sets[k_] for k_ in keys]
+    out = []
+    for j, s in enumerate(sets):
+        t = torch.as_tensor(
+            list(s) if not isinstance(s, torch.Tensor) else s, dtype=torch.long
+        ).flatten()
+        if t.numel() and (t.min() < 0 or t.max() >= n):
+            raise ValueError(
+                f"{what}[{j}] has row ids outside [0, {n}); ids must index rows of X (token ids)"
+            )
+        out.append(torch.unique(t))
+    return out
+
+
+def _rows_mask(sets: list[torch.Tensor], n: int, device) -> torch.Tensor:
+    m = torch.zeros(n, len(sets), dtype=torch.bool)
+    for j, s in enumerate(sets):
+        m[s, j] = True
+    return m.to(device)
+
+
+def cross_validate(
+    X,
+    positives,
+    held_out=None,
+    folds: int = 5,
+    *,
+    probe: Callable[[], object] | None = None,
+    held_out_in_training: bool = False,
+    negatives=None,
+    exclude=None,
+    seed: int = 0,
+    keep_probes: bool = False,
+) -> CVResult:
+    """Cross-validate one probe per category, all categories batched.
+
+    X: [vocab, d] states or ±1 signs (torch or numpy, any device).
+    positives: per category, row ids of training positives (the anchors) — a list of id lists or
+        a {name: ids} dict. Without `held_out` they are also what gets split into test folds.
+    held_out: per category, row ids of test positives (same order / names); never anchors.
+    probe: factory returning an unfitted probe with fit(X, Y, mask=...) and decision_function;
+        default LogisticProbe().
+    negatives: optional per-category row ids used as negatives (e.g. other categories' members
+        for a hard negative set); default every row that is not a positive of the category.
+    exclude: optional per-category row ids left out of both sides (e.g. case variants).
+    """
+    X = as_features(X)
+    n, dev = X.shape[0], X.device
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    names = list(positives.keys()) if isinstance(positives, Mapping) else None
+    pos = _index_sets(positives, n, "positives", None)
+    k = len(pos)
+    if k == 0:
+        raise ValueError("positives is empty: give at least one category")
+
+    def per_cat(sets, what):
+        if sets is None:
+            return None
+        out = _index_sets(sets, n, what, names)
+        if len(out) != k:
+            raise ValueError(f"{what} has {len(out)} categories but positives has {k}")
+        return out
+
+    held = per_cat(held_out, "held_out")
+    neg_sets = per_cat(negatives, "negatives")
+    excl = per_cat(exclude, "exclude")
+    gen = torch.Generator().manual_seed(seed)
+
+    anchors = _rows_mask(pos, n, dev)
+    if held is not None:
+        candidates = held
+        for j in range(k):
+            if not len(pos[j]):
+                raise ValueError(
+                    f"category {j}: no anchors; the probe needs training positives"
+                )
+            common = set(pos[j].tolist()) & set(held[j].tolist())
+            if common:
+                raise ValueError(
+                    f"category {j}: row ids {sorted(common)[:5]} are both anchors and held-out; "
+                    "anchors are training-only, remove them from held_out"
+                )
+            if not len(held[j]):
+                raise ValueError(
+                    f"category {j}: held_out is empty; give test positives or pass held_out=None"
+                )
+    else:
+        candidates = pos
+        small = [j for j in range(k) if len(pos[j]) < 2]
+        if small:
+            raise ValueError(
+                f"categories {small[:10]} have < 2 positives; k-fold CV needs 2 or more"
+            )
+    # Per category, its test-candidate positives are dealt round-robin into folds in random order.
+    posfold = torch.full((n, k), -1, dtype=torch.long)
+    for j, c in enumerate(candidates):
+        posfold[c[torch.randperm(len(c), generator=gen)], j] = (
+            torch.arange(len(c)) % folds
+        )
+    posfold = posfold.to(dev)
+    is_cand = posfold >= 0
+    labels = anchors | is_cand
+    if neg_sets is not None:
+        neg_ok = _rows_mask(neg_sets, n, dev) & ~labels
+    else:
+        neg_ok = ~labels
+    if excl is not None:
+        ex = _rows_mask(excl, n, dev)
+        neg_ok &= ~ex
+        if (ex & labels).any():
+            raise ValueError(
+                "exclude overlaps the positives/held-out of the same category; drop those ids from one"
+            )
+    rowfold = (torch.randperm(n, generator=gen) % folds).to(dev)
+    train_cands = held is None or held_out_in_training
+
+    factory = probe if probe is not None else LogisticProbe
+    scores = torch.full((n, k), float("nan"), dtype=torch.float32, device=dev)
+    tested = torch.zeros(n, k, dtype=torch.bool, device=dev)
+    fold_auc = torch.full((folds, k), float("nan"), dtype=torch.float64, device=dev)
+    kept = []
+    for f in range(folds):
+        test_pos = posfold == f
+        train_pos = anchors if held is not None else torch.zeros_like(anchors)
+        if train_cands:
+            train_pos = train_pos | (is_cand & ~test_pos)
+        neg_test = neg_ok & (rowfold == f)[:, None]
+        train = train_pos | (neg_ok & ~neg_test)
+        test = test_pos | neg_test
+        p = factory().fit(X, labels, mask=train)
+        s = p.decision_function(X).reshape(n, k).float()
+        scores = torch.where(test, s, scores)
+        tested |= test
+        fold_auc[f] = rank_auc(s, labels, test)
+        if keep_probes:
+            kept.append(p)
+    pooled = rank_auc(torch.nan_to_num(scores, nan=0.0), labels, tested)
+    return CVResult(
+        auc=pooled,
+        fold_auc=fold_auc,
+        scores=scores,
+        labels=labels,
+        tested=tested,
+        n_test_pos=(tested & labels).sum(0),
+        n_test_neg=(tested & ~labels).sum(0),
+        names=names,
+        probes=kept,
+    )

@@ -1,0 +1,208 @@
+"""Binary bag-of-words windows: vocabulary, windowing, sparse (CSR) storage and batches.
+
+Documents are shuffled once (seeded) and split by position: the last ``val_fraction`` of them is
+validation. Windows of ``window`` consecutive lines (stride ``stride``) are cut separately inside
+each split, so no window ever holds lines from both sides.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from safetensors.numpy import load_file, save_file
+
+from .corpus import FORCED_WORDS, Document, load_corpus, tokenize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    """Settings of ``bows data`` (every field is also a CLI flag)."""
+    out: str = "runs/bows/data"
+    corpus: str = "default"
+    vocab: int = 10000
+    window: int = 20
+    stride: int = 1
+    min_chars: int = 50
+    val_fraction: float = 0.1
+    seed: int = 0
+
+
+def build_vocab(lines: list[list[str]], size: int, forced: list[str] = FORCED_WORDS) -> list[str]:
+    """Forced words first (in their given order), then the most frequent words (ties A-Z)."""
+    counts = Counter(w for ln in lines for w in ln)
+    vocab = list(dict.fromkeys(forced))[:size]
+    taken = set(vocab)
+    rest = sorted((w for w in counts if w not in taken), key=lambda w: (-counts[w], w))
+    return vocab + rest[: size - len(vocab)]
+
+
+def lines_matrix(lines: list[list[str]], index: dict[str, int]) -> sp.csr_matrix:
+    """Binary [n_lines, V] CSR matrix of the vocabulary words in each line."""
+    ids = [[index[w] for w in ln if w in index] for ln in lines]
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    flat = np.fromiter((i for x in ids for i in x), dtype=np.int64, count=int(indptr[-1]))
+    m = sp.csr_matrix((np.ones(len(flat), np.float32), flat, indptr), shape=(len(lines), len(index)))
+    m.sum_duplicates()
+    m.data[:] = 1
+    return m
+
+
+def window_matrix(lines: sp.csr_matrix, window: int, stride: int = 1) -> sp.csr_matrix:
+    """Union of ``window`` consecutive rows, every ``stride`` rows, as one sparse product.
+
+    A stream shorter than the window gives one window holding all of it.
+    """
+    n = lines.shape[0]
+    if n == 0:
+        return sp.csr_matrix((0, lines.shape[1]), dtype=np.float32)
+    w = min(window, n)
+    starts = np.arange(0, n - w + 1, stride)
+    rows = np.repeat(np.arange(len(starts)), w)
+    cols = (starts[:, None] + np.arange(w)[None, :]).ravel()
+    band = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(starts), n))
+    out = (band @ lines).tocsr()
+    out.data[:] = 1
+    out.sort_indices()
+    return out
+
+
+def _atomic_dir_write(out: Path, write) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    write(tmp)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old.{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        import shutil
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+
+
+def sparsity_stats(x: sp.csr_matrix) -> dict:
+    nnz = np.diff(x.indptr)
+    return {"windows": int(x.shape[0]), "mean_active": float(nnz.mean()) if len(nnz) else 0.0,
+            "max_active": int(nnz.max()) if len(nnz) else 0,
+            "density": float(nnz.mean() / x.shape[1]) if len(nnz) else 0.0,
+            "empty_windows": int((nnz == 0).sum())}
+
+
+def make_windows(docs: list[Document], cfg: DataConfig) -> tuple[list[str], sp.csr_matrix, sp.csr_matrix]:
+    """Vocabulary (from the training documents) and the train / validation window matrices."""
+    order = np.random.default_rng(cfg.seed).permutation(len(docs))
+    n_val = int(round(len(docs) * cfg.val_fraction))
+    if len(docs) - n_val < 1:
+        raise ValueError(f"corpus has {len(docs)} documents: too few for val_fraction={cfg.val_fraction}")
+    parts = [order[: len(docs) - n_val], order[len(docs) - n_val:]]
+    tok = [[tokenize(ln, cfg.min_chars) for i in p for ln in docs[i]] for p in parts]
+    vocab = build_vocab(tok[0], cfg.vocab)
+    index = {w: i for i, w in enumerate(vocab)}
+    mats = []
+    for lines in tok:
+        x = window_matrix(lines_matrix(lines, index), cfg.window, cfg.stride)
+        keep = np.diff(x.indptr) > 0  # windows with no vocabulary word teach nothing
+        mats.append(x[keep])
+    return vocab, mats[0], mats[1]
+
+
+def build_data(cfg: DataConfig) -> Path:
+    """Read the corpus, cut windows and write ``cfg.out`` (vocab.json, meta.json, CSR files)."""
+    t0 = time.time()
+    docs = load_corpus(cfg.corpus)
+    vocab, train, val = make_windows(docs, cfg)
+    freq = np.asarray(train.sum(axis=0)).ravel() / max(train.shape[0], 1)
+    meta = {"config": asdict(cfg), "documents": len(docs), "vocab_size": len(vocab),
+            "train": sparsity_stats(train), "val": sparsity_stats(val), "seconds": time.time() - t0}
+    log.info("data: %d docs, V=%d, train %s, val %s", len(docs), len(vocab), meta["train"], meta["val"])
+
+    def write(d: Path) -> None:
+        for name, x in (("train", train), ("val", val)):
+            save_file({"indptr": x.indptr.astype(np.int64), "indices": x.indices.astype(np.int32)},
+                      str(d / f"{name}.safetensors"))
+        save_file({"frequency": freq.astype(np.float32)}, str(d / "frequency.safetensors"))
+        (d / "vocab.json").write_text(json.dumps(vocab))
+        (d / "meta.json").write_text(json.dumps(meta, indent=2))
+
+    out = Path(cfg.out)
+    _atomic_dir_write(out, write)
+    return out
+
+
+@dataclass
+class Batch:
+    """A batch of windows as active word ids: ``ids[offsets[k]:offsets[k+1]]`` is window k."""
+    ids: torch.Tensor      # int64 [nnz]
+    offsets: torch.Tensor  # int64 [n]
+    rows: torch.Tensor     # int64 [nnz], window index of each id
+    n: int
+
+    def to(self, device) -> "Batch":
+        return Batch(self.ids.to(device), self.offsets.to(device), self.rows.to(device), self.n)
+
+    def dense(self, vocab_size: int) -> torch.Tensor:
+        x = torch.zeros(self.n, vocab_size, device=self.ids.device)
+        x[self.rows, self.ids] = 1.0
+        return x
+
+
+class BowsData:
+    """A data directory written by :func:`build_data`, loaded for training and analysis."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "meta.json").exists():
+            raise FileNotFoundError(f"{self.path}: no meta.json; build it with `bows data --out {self.path}`")
+        self.meta = json.loads((self.path / "meta.json").read_text())
+        self.vocab: list[str] = json.loads((self.path / "vocab.json").read_text())
+        self.index = {w: i for i, w in enumerate(self.vocab)}
+        self.frequency = load_file(str(self.path / "frequency.safetensors"))["frequency"]
+        self._split: dict[str, sp.csr_matrix] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def split(self, name: str) -> sp.csr_matrix:
+        """``train`` or ``val`` windows as a binary CSR matrix [windows, V]."""
+        if name not in self._split:
+            t = load_file(str(self.path / f"{name}.safetensors"))
+            n = len(t["indptr"]) - 1
+            self._split[name] = sp.csr_matrix(
+                (np.ones(len(t["indices"]), np.float32), t["indices"], t["indptr"]),
+                shape=(n, self.vocab_size))
+        return self._split[name]
+
+    def batches(self, name: str, batch_size: int, shuffle: bool = True, seed: int = 0,
+                skip: int = 0):
+        """Yield :class:`Batch` objects; the order depends only on ``seed`` (resumable via ``skip``)."""
+        x = self.split(name)
+        order = np.random.default_rng(seed).permutation(x.shape[0]) if shuffle else np.arange(x.shape[0])
+        for k in range(skip, (len(order) + batch_size - 1) // batch_size):
+            yield rows_to_batch(x, order[k * batch_size:(k + 1) * batch_size])
+
+    def num_batches(self, name: str, batch_size: int) -> int:
+        return (self.split(name).shape[0] + batch_size - 1) // batch_size
+
+
+def rows_to_batch(x: sp.csr_matrix, rows: np.ndarray) -> Batch:
+    """Gather CSR rows into a :class:`Batch` without a Python loop over rows."""
+    start, end = x.indptr[rows], x.indptr[rows + 1]
+    lengths = end - start
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    pos = np.repeat(start - offsets, lengths) + np.arange(lengths.sum())
+    ids = torch.from_numpy(x.indices[pos].astype(np.int64))
+    return Batch(ids, torch.from_numpy(offsets.astype(np.int64)),
+                 torch.from_numpy(np.repeat(np.arange(len(rows)), lengths)), len(rows))
