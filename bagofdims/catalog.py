@@ -218,7 +218,7 @@ class Catalog:
             pos = (sign > 0).nonzero()[:k, 0]
             neg = (sign < 0).nonzero()[:k, 0]
         return {
-            "site": site, "dim": dim,
+            "site": site, "dim": dim, "ranked": bool(self.cache.meta.get("magnitudes")),
             "positive_rate": float((self.cache.signs(site)[:, dim] > 0).float().mean()),
             "most_positive": self._text(self.cache.token_ids[pos]),
             "most_negative": self._text(self.cache.token_ids[neg]),

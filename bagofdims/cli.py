@@ -4,6 +4,8 @@
     bagofdims info runs/smollm2
     bagofdims sites --model smollm2
     bagofdims activations --model smollm2 --sites resid.10 --texts file.txt --out runs/acts
+    bagofdims catalog --cache runs/smollm2 --out runs/smollm2/catalog
+    bagofdims query runs/smollm2/catalog color
 """
 
 from __future__ import annotations
@@ -130,6 +132,83 @@ def _cmd_activations(ns) -> None:
     print(f"{store.n_tokens:,} tokens of {len(texts):,} documents, sites {store.sites} -> {cfg.out}")
 
 
+@dataclass
+class CatalogConfig:
+    """Discover one feature per category at each site of a sign cache, and save the catalog."""
+
+    cache: str = field(default="runs/smollm2", metadata={"help": "sign cache directory"})
+    out: str = field(default="runs/smollm2/catalog", metadata={"help": "catalog directory"})
+    categories: str = field(default="default", metadata={"help": "shipped set or JSON file"})
+    sites: list[str] = field(default_factory=lambda: ["resid.*"], metadata={"help": "site globs"})
+    method: str = field(default="topk", metadata={"help": "topk | tau | null"})
+    k: int = field(default=32, metadata={"help": "dims per feature (topk)"})
+    tau: float = field(default=0.75, metadata={"help": "per-dim AUC threshold (tau)"})
+    n_anchors: int = field(default=50, metadata={"help": "anchors per category"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing catalog"})
+
+
+def build_catalog(cfg: CatalogConfig):
+    """Build and save the catalog described by ``cfg``."""
+    from .cache import SignCache
+    from .catalog import Catalog
+    from .features import DiscoveryConfig
+
+    cache = SignCache.load(cfg.cache)
+    cat = Catalog.build(cache, categories=cfg.categories, sites=cfg.sites,
+                        config=DiscoveryConfig(method=cfg.method, k=cfg.k, tau=cfg.tau),
+                        n_anchors=cfg.n_anchors)
+    cat.save(cfg.out, overwrite=cfg.overwrite)
+    return cat
+
+
+def _cmd_catalog(ns) -> None:
+    import statistics
+
+    cat = build_catalog(from_args(CatalogConfig, ns))
+    print(f"{cat!r} -> {ns.out}")
+    for site in cat.sites:
+        aucs = [f.metrics["held_out_auc"] for f in cat.at(site)]
+        hard = [f.metrics["hard_auc"] for f in cat.at(site)]
+        print(f"  {site:10s} median held-out AUC {statistics.median(aucs):.3f}   "
+              f"vs other categories {statistics.median(hard):.3f}")
+
+
+def _cmd_query(ns) -> None:
+    from .catalog import Catalog
+
+    cat = Catalog.load(ns.catalog)
+    if ns.dim is not None:
+        site = ns.site or cat.sites[0]
+        ex = cat.explain_dim(site, ns.dim, k=ns.k)
+        print(f"{site} dim {ns.dim}: positive on {ex['positive_rate']:.1%} of the vocabulary")
+        label = ("most +", "most -") if ex["ranked"] else ("some +", "some -")
+        print(f"  {label[0]}  {' '.join(repr(t) for t in ex['most_positive'])}")
+        print(f"  {label[1]}  {' '.join(repr(t) for t in ex['most_negative'])}")
+        if not ex["ranked"]:
+            print("  (build the cache with --magnitudes to rank tokens by value)")
+        print(f"  in features: {', '.join(f'{n} ({s:+d})' for n, s in ex['features']) or 'none'}")
+        return
+    try:
+        feats = [cat.get(ns.name, ns.site)]
+    except KeyError:
+        feats = cat.search(ns.name)
+        if not feats:
+            raise
+        print(f"no feature named '{ns.name}'; matches: {', '.join(f.name for f in feats[:10])}")
+        feats = feats[:1]
+    for f in feats:
+        m = f.metrics
+        print(f"{f.name}  [{f.id}]  {len(f)} dims at {f.site}  ({f.method}, {f.params.get('k')})")
+        print(f"  held-out AUC {m.get('held_out_auc', float('nan')):.3f}   vs other categories "
+              f"{m.get('hard_auc', float('nan')):.3f}   mean per-dim AUC "
+              f"{m.get('mean_dim_auc', float('nan')):.3f}   fires at >= {f.threshold:.3f}")
+        dims = ", ".join(f"{int(d)}{'+' if s > 0 else '-'}" for d, s in zip(f.dims[:16], f.signs[:16]))
+        print(f"  dims   {dims}{' ...' if len(f) > 16 else ''}")
+        print(f"  anchors  {' '.join(w.strip() for w in f.anchor_words[:12])} ...")
+        top = cat.top_tokens(f.name, k=ns.k, site=f.site)
+        print("  top tokens  " + "  ".join(f"{t.strip()!s}:{s:.2f}" for t, s in top))
+
+
 COMMANDS = {}  # name -> (help, config dataclass or None, function, extra-args adder)
 
 
@@ -148,6 +227,18 @@ command("sites", "list the sites of a model",
         extra=lambda p: (p.add_argument("--model", default="smollm2"),
                          p.add_argument("-v", "--verbose", action="store_true")))(_cmd_sites)
 command("activations", "capture hidden states of texts to disk", ActivationsConfig)(_cmd_activations)
+command("catalog", "discover category features and save a catalog", CatalogConfig)(_cmd_catalog)
+
+
+def _query_args(p):
+    p.add_argument("catalog", help="catalog directory")
+    p.add_argument("name", nargs="?", default="", help="feature name or search text")
+    p.add_argument("--site", default=None, help="site (default: the feature's best)")
+    p.add_argument("--dim", type=int, default=None, help="explain one dimension instead")
+    p.add_argument("-k", type=int, default=12, help="tokens to show")
+
+
+command("query", "show a feature of a catalog (or explain a dim)", extra=_query_args)(_cmd_query)
 
 
 def main(argv=None) -> int:

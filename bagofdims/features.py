@@ -143,7 +143,10 @@ def _anchor_ids(cache, anchors, tokenizer) -> tuple[list[int], list[str]]:
             from .models import load_tokenizer
 
             tokenizer = load_tokenizer(cache.model_name)
-        forms = single_token_forms(list(anchors), tokenizer)
+        anchors = [a.strip() for a in anchors if a.strip()]  # " red" and "red" mean the word
+        if not anchors:
+            raise ValueError("anchors is empty: pass at least 10 token ids or words of the concept.")
+        forms = single_token_forms(anchors, tokenizer)
         ids = [i for w in anchors for i, _ in forms.get(w, [])]
         missing = [w for w in anchors if not forms.get(w)]
         if not ids:

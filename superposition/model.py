@@ -68,7 +68,8 @@ class _FusedLoss(torch.autograd.Function):
     """Loss and gradients in one pass; backward only scales the stored gradients.
 
     With g = dL/dpre = 2/N (x_hat - x) * [pre > 0]:  dE = g^T h (decode) + X^T (g E) (encode),
-    db = sum_rows g. The matmuls run in ``compute_dtype`` (bf16 on AMX CPUs / CUDA), the
+    db = sum_rows g. For the ReLU model g is computed only on the columns that are on in some row
+    of the batch (after a little training most outputs are off for a whole batch). The matmuls run in ``compute_dtype`` (bf16 on AMX CPUs / CUDA), the
     accumulation and the master weights in fp32.
     """
 
@@ -78,26 +79,42 @@ class _FusedLoss(torch.autograd.Function):
         N = n * V
         Ec = E.detach().to(compute_dtype)
         h = F.embedding_bag(ids, Ec, offsets, mode="sum")
-        pre = torch.addmm(b.detach().to(compute_dtype), h, Ec.T).float()
-        flat = rows * V + ids
+        pre = torch.addmm(b.detach().to(compute_dtype), h, Ec.T)
         if relu:
-            g = pre.clamp_(min=0)
+            # dL/dpre is zero wherever the unit is off (pre <= 0, whatever the target), so the
+            # decode's backward only needs the columns that are on somewhere in this batch
+            cols = (pre > 0).any(0).nonzero().squeeze(1)
+            k = len(cols)
+            where = torch.full((V,), -1, dtype=torch.int64, device=E.device)
+            where[cols] = torch.arange(k, device=E.device)
+            g = pre.index_select(1, cols).float().clamp_(min=0)          # [n, k]
+            j = where[ids]
+            on = j >= 0
+            flat = rows[on] * k + j[on]
             hit = g.view(-1).index_select(0, flat)
             loss = (g.square().sum() - 2 * hit.sum() + len(ids)) / N
-            sub = (hit > 0).to(g.dtype)  # dx_hat/dpre is 0 where the unit is off
+            g.view(-1).index_add_(0, flat, -(hit > 0).to(g.dtype))
+            Eu = Ec.index_select(0, cols)
         else:
-            g = pre
+            cols, g = None, pre.float()
+            flat = rows * V + ids
             hit = g.view(-1).index_select(0, flat)
             loss = (g.square().sum() - 2 * hit.sum() + len(ids)) / N
-            sub = torch.ones_like(hit)
-        g.view(-1).index_add_(0, flat, -sub)
+            g.view(-1).index_add_(0, flat, -torch.ones_like(hit))
+            Eu = Ec
         g.mul_(2.0 / N)
         gc = g.to(compute_dtype)
-        gh = (gc @ Ec).float()
-        gE = (gc.T @ h).float()
+        gh = (gc @ Eu).float()
+        gEu = gc.T @ h
         xt = _transpose_csr(ids, rows, n, V, torch.float32)
-        gE = torch.sparse.addmm(gE, xt, gh) if E.device.type == "cpu" else gE.add_(xt @ gh)
-        ctx.save_for_backward(gE, g.sum(0))
+        gE = xt @ gh                                                  # encode term X^T (g E)
+        if cols is None:
+            gE.add_(gEu.float())
+            gb = g.sum(0)
+        else:
+            gE.index_add_(0, cols, gEu.float())
+            gb = torch.zeros(V, dtype=torch.float32, device=E.device).index_copy_(0, cols, g.sum(0))
+        ctx.save_for_backward(gE, gb)
         return loss
 
     @staticmethod

@@ -26,7 +26,7 @@ class PipelineConfig:
     epochs: float = 20.0
     batch_size: int = 512
     compare_latents: str = "50,100"
-    compare_weight_decays: str = "0"
+    compare_weight_decays: str = "0,1"
     synthetic: bool = True
     synthetic_steps: int = 3000
     device: str = "auto"
@@ -74,7 +74,8 @@ def _append_synthetic(report: Path, syn: dict) -> None:
     """Add the synthetic sweep's table (Gram vs covariance) to the run's report.md."""
     c = syn["config"]
     lines = ["", "## Synthetic correlated features", "",
-             f"{c['features']} features on a {c['structure']}, {c['steps']} steps, lr {c['lr']} "
+             f"{c['features']} features on a {c['structure']} (p_max {c['p_max']}), {c['steps']} steps, lr {c['lr']}, "
+             f"batch {c['batch_size']} "
              "(per-model lr x wd x steps in synthetic/metrics.json). gram_cov_corr = correlation of the "
              "off-diagonal Gram entries with the data covariance.", "",
              "| model | m | wd | gram_cov_corr | loss | ‖W‖²_F | eff. rank |", "|---|---|---|---|---|---|---|"]

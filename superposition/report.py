@@ -127,6 +127,40 @@ def analyze_weights(model, data: BowsData, cfg: AnalyzeConfig, out: Path) -> tup
     return m, figs
 
 
+def interference_targets(data: BowsData, top, count: int = 6) -> list[int]:
+    """Pre-declared, model-independent targets of the paper's kind (a name whose related words
+    co-occur): the capitalised frequent words with the strongest co-occurrence partner (max phi)."""
+    names = [int(i) for i in top if data.vocab[int(i)][:1].isupper() and data.vocab[int(i)] not in MONTHS]
+    phi = G.cooccurrence(data.split("train"), names + [int(i) for i in top if int(i) not in names])["phi"]
+    np.fill_diagonal(phi, 0)
+    best = phi[: len(names)].max(1)
+    return [names[j] for j in np.argsort(-best)[:count]]
+
+
+def constructive_interference(W, b, X, top, targets) -> dict:
+    """Words whose one-hot pre-activation |w_i|^2 + b_i is <= 0, and how often their pre-activation
+    in real windows X is still > 0 when present (pushed up by co-occurring words) vs absent."""
+    w, bb = W.detach().numpy().astype(np.float64), b.detach().numpy().astype(np.float64)
+    alone = (w ** 2).sum(0) + bb
+    def rates(ids):
+        ids = np.asarray(ids, dtype=np.int64)
+        pre = np.asarray(X @ (w.T @ w[:, ids])) + bb[ids]
+        pres = X[:, ids].toarray() > 0
+        on = pre > 0
+        with np.errstate(invalid="ignore"):
+            return ((on & pres).sum(0) / pres.sum(0), (on & ~pres).sum(0) / (~pres).sum(0), pres.sum(0))
+    neg = [int(i) for i in top if alone[int(i)] <= 0]
+    out = {"frequent_words": len(top), "alone_nonpositive": len(neg)}
+    if neg:
+        p, a, _ = rates(neg)
+        out.update(mean_frac_positive_when_present=float(np.nanmean(p)), mean_frac_positive_when_absent=float(np.nanmean(a)),
+                   words_mostly_on_when_present=int(np.sum(p > 0.5)))
+    p, a, n = rates(targets)
+    out["targets"] = {str(i): {"alone_preactivation": float(alone[i]), "contexts": int(c), "frac_positive_when_present": float(pp),
+                               "frac_positive_when_absent": float(aa)} for i, pp, aa, c in zip(targets, p, a, n)}
+    return out
+
+
 def analyze(cfg: AnalyzeConfig) -> dict:
     """Run all analyses of ``cfg.run`` (and the sweeps over ``cfg.compare``) into ``cfg.out``."""
     out = Path(cfg.out)
@@ -138,13 +172,20 @@ def analyze(cfg: AnalyzeConfig) -> dict:
                       "train": json.loads((Path(cfg.run) / "train.json").read_text())
                       if (Path(cfg.run) / "train.json").exists() else None}
     runs = [cfg.run] + [r for r in cfg.compare.split(",") if r]
+    top = np.argsort(-data.frequency)[: cfg.top_words]
+    targets = interference_targets(data, top)
+    metrics["interference_targets"] = [data.vocab[i] for i in targets]
+    Xv = data.split("val")[: cfg.max_windows]
     sweep = []
     for r in runs:
         mdl, c = load_model(r)
         row = {"run": r, "latent": c["latent"], "weight_decay": c["weight_decay"], "relu": c.get("relu", True),
                "weight_norm_sq": float(mdl.W.detach().square().sum()), "effective_rank": G.effective_rank(mdl.W.detach()),
                "group_interference": {n: G.group_interference(mdl.W.detach(), [data.index[w] for w in present(ws, data.index)])
-                                      for n, ws in CATEGORIES.items() if len(present(ws, data.index)) >= 3}}
+                                      for n, ws in CATEGORIES.items() if len(present(ws, data.index)) >= 3},
+               "constructive_interference": constructive_interference(mdl.W, mdl.b, Xv, top, targets)}
+        row["constructive_interference"]["targets"] = {data.vocab[int(k)]: v for k, v in
+                                                       row["constructive_interference"]["targets"].items()}
         if cfg.bridge:
             from .bridge import hamming_recall, sign_structure
             try:

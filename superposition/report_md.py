@@ -41,6 +41,23 @@ def write_report(m: dict, figs: list[str], out: Path) -> None:
                  f"{_f(r['mean_self'])} | {_f(r['mean_interference_present'])} |")
     if not m["constructive_interference"]:
         L.append("| (no frequent word has a non-positive one-hot pre-activation) |||||||||")
+    tg = m.get("interference_targets", [])
+    if tg:
+        L += ["", "### Constructive interference across the runs compared", "",
+              "Per run: frequent words (top by frequency) whose one-hot pre-activation |w|² + b is <= 0, the mean "
+              "fraction of held-out windows containing such a word where its pre-activation is still > 0 "
+              "(present) vs not containing it (absent), and the same for pre-declared targets (the capitalised "
+              f"frequent words with the strongest co-occurrence partner, chosen from the data alone: {', '.join(tg)}), "
+              "as alone pre-act / P(pre>0 | present) / P(pre>0 | absent).", "",
+              "| run | words alone <= 0 | P(on \\| present) | P(on \\| absent) | " + " | ".join(tg) + " |",
+              "|---|---|---|---|" + "---|" * len(tg)]
+        for r in m["sweep"]:
+            ci = r["constructive_interference"]
+            cells = [f"{_f(t['alone_preactivation'])} / {_f(t['frac_positive_when_present'], 2)} / "
+                     f"{_f(t['frac_positive_when_absent'], 2)}" for t in ci["targets"].values()]
+            L.append(f"| {Path(r['run']).name} | {ci['alone_nonpositive']} of {ci['frequent_words']} | "
+                     f"{_f(ci.get('mean_frac_positive_when_present'), 2)} | {_f(ci.get('mean_frac_positive_when_absent'), 2)} | "
+                     + " | ".join(cells) + " |")
     L += ["", "## Geometry vs data statistics", "",
           f"Spearman between cos(w_i, w_j) and co-occurrence over the top words: phi {_f(m['spearman_cos_phi'])}, "
           f"PMI {_f(m['spearman_cos_pmi'])}.", "",
