@@ -148,12 +148,14 @@ def sign_mutual_information(x: torch.Tensor, block_rows: int = 1 << 22) -> torch
         s = (x[i : i + block_rows] > 0).to(torch.float32)
         n11 += (s.T @ s).to(torch.float64)
         n1 += s.sum(0, dtype=torch.float64)
-    p11 = n11 / n
+    # Cells from integer counts, divided last: differences of rounded probabilities could leave
+    # a tiny positive cell next to a zero marginal (a constant-sign dim) and give inf.
+    n10 = n1.unsqueeze(1) - n11
+    n01 = n1.unsqueeze(0) - n11
+    n00 = n - n1.unsqueeze(1) - n1.unsqueeze(0) + n11
+    p11, p10, p01, p00 = n11 / n, n10 / n, n01 / n, n00 / n
     p1 = n1 / n
-    p10 = p1.unsqueeze(1) - p11
-    p01 = p1.unsqueeze(0) - p11
-    p00 = 1.0 - p1.unsqueeze(1) - p1.unsqueeze(0) + p11
-    p0 = 1.0 - p1
+    p0 = (n - n1) / n
     mi = torch.zeros_like(p11)
     for pab, pa, pb in (
         (p11, p1.unsqueeze(1), p1.unsqueeze(0)),

@@ -108,3 +108,12 @@ def test_mi_summary_rotation_control():
     indep = stats.mi_summary(torch.randn(20000, 8, generator=g), seed=1)
     assert indep["mean_mi"] < 1e-3 and indep["mean_mi_rotated"] < 1e-3
     assert "mean_mi_rotated" not in stats.mi_summary(x, rotate_control=False)
+
+
+def test_mi_is_finite_and_zero_for_constant_sign_dims():
+    x = torch.randn(997, 6, generator=torch.Generator().manual_seed(3))
+    x[:, 2] = 1.0  # always positive
+    x[:, 4] = -3.0  # always negative
+    mi = stats.sign_mutual_information(x)
+    assert torch.isfinite(mi).all()
+    assert mi[2].abs().max() == 0 and mi[:, 4].abs().max() == 0
