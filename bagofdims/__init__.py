@@ -14,6 +14,8 @@ from .sites import UnknownSite, all_sites, resolve
 from .feature import Feature
 from .features import DiscoveryConfig, discover, discover_unsupervised
 from .catalog import Catalog, CatalogError
+from .interventions import SignFlip, active_interventions, sign_flip
+from .effects import flip_effect, specificity_matrix
 from . import bits, stats
 
 __version__ = "0.1.0"
@@ -25,4 +27,5 @@ __all__ = [
     "resolve", "all_sites", "UnknownSite",
     "Feature", "DiscoveryConfig", "discover", "discover_unsupervised",
     "Catalog", "CatalogError", "bits", "stats",
+    "sign_flip", "SignFlip", "active_interventions", "flip_effect", "specificity_matrix",
 ]

@@ -241,13 +241,33 @@ def _query_args(p):
 command("query", "show a feature of a catalog (or explain a dim)", extra=_query_args)(_cmd_query)
 
 
+def _cmd_steer(ns) -> None:
+    from .steer_cli import SteerConfig, format_result, steer
+
+    cfg = from_args(SteerConfig, ns)
+    if cfg.positions not in ("all", "last"):
+        raise ValueError("--positions must be 'all' or 'last'.")
+    if not cfg.feature:
+        raise ValueError("pass --feature NAME (a concept of the catalog, e.g. --feature country).")
+    print(format_result(steer(cfg), cfg.width))
+
+
+def _steer_config():
+    from .steer_cli import SteerConfig
+
+    return SteerConfig
+
+
+command("steer", "generate with and without a sign flip, side by side", _steer_config)(_cmd_steer)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="bagofdims", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, config, fn, extra) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if config is not None:
-            add_arguments(p, config)
+            add_arguments(p, config if isinstance(config, type) else config())
         if extra is not None:
             extra(p)
         p.set_defaults(_fn=fn)

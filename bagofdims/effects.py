@@ -1,0 +1,253 @@
+"""The effect of a sign flip on what the model says next (E7), always next to its controls.
+
+Unit: the next-token **probability mass** on a concept's tokens (its anchors and held-out ids),
+read at the last real token of prompts that elicit the concept ("Here is a list of fruits:
+apple, banana, cherry,"), and its log. ``flip_effect`` reports, per layer, the change of both
+(intervened minus baseline, averaged over prompts) for:
+
+- ``away`` / ``toward``: the concept's own feature at that layer;
+- ``random``: as many magnitude-matched dims outside the feature, flipped away;
+- ``disjoint``: as many uniformly drawn dims outside the feature, flipped away;
+- ``concept``: an unrelated concept's feature at the same layer, flipped away.
+
+``specificity_matrix`` flips each concept in turn and measures every concept's mass on its own
+prompts: a specific feature moves its diagonal entry and leaves the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .feature import Feature
+from .interventions import sign_flip
+
+CONDITIONS = ("away", "toward", "random", "disjoint", "concept")
+
+# Plural labels for prompts; other categories fall back to their name with spaces.
+LABELS = {
+    "bird": "birds", "fruit": "fruits", "country": "countries", "color": "colors",
+    "vehicle": "vehicles", "tool": "tools", "disease": "diseases", "emotion": "emotions",
+    "city": "cities", "musical_instrument": "musical instruments", "insect": "insects",
+    "weapon": "weapons", "body_part": "body parts", "chemical_element": "chemical elements",
+    "number_word": "numbers", "natural_language": "languages", "language": "languages",
+    "garment": "garments", "clothing": "clothes", "dish": "dishes", "drug": "drugs",
+    "river": "rivers", "tree": "trees", "fish": "fish", "teleost_fish": "fish",
+    "mineral": "minerals", "occupation": "occupations", "relative": "relatives",
+    "meat": "meats", "herb": "herbs", "reptile": "reptiles", "sport": "sports",
+    "monetary_unit": "currencies", "unit_of_measurement": "units of measurement",
+    "time_period": "time periods", "shape": "shapes", "room": "rooms", "building": "buildings",
+    "container": "containers", "fabric": "fabrics", "island": "islands", "european": "Europeans",
+    "national_capital": "capital cities", "deity": "gods", "scientist": "scientists",
+    "canine": "dogs", "vessel": "ships", "bone": "bones", "organ": "organs",
+    "vertebrate": "animals", "element_symbol": "chemical element symbols",
+    "male_name": "boys' names", "female_name": "girls' names", "surname": "surnames",
+    "state_province": "states and provinces", "vascular_plant": "plants", "unit": "units",
+    "organic_compound": "organic compounds", "city_europe": "European cities",
+    "us_city": "American cities", "inhabitant": "nationalities",
+}
+
+TEMPLATES = (
+    "Here is a list of {label}: {a}, {b}, {c},",
+    "Examples of {label} include {a}, {b} and",
+    "Some {label}: {a}, {b}, {c}, and",
+    "{A}, {b} and {c} are all {label}. Another one is",
+)
+
+
+def concept_tokens(feature: Feature) -> torch.Tensor:
+    """The concept's token ids: its anchors and held-out ids (unique)."""
+    ids = list(dict.fromkeys([*feature.anchors, *feature.held_out]))
+    if not ids:
+        raise ValueError(f"Feature '{feature.name}' has no anchor or held-out token ids; pass "
+                         "a catalog feature (or set feature.anchors).")
+    return torch.as_tensor(ids, dtype=torch.int64)
+
+
+def concept_prompts(feature: Feature, label: str | None = None, n: int = 3, seed: int = 0) -> list[str]:
+    """``n`` prompts listing members of the concept (from its anchor words) and asking for more."""
+    words = [w.strip() for w in feature.anchor_words if w.strip().isalpha()]
+    words = list(dict.fromkeys(words))
+    if len(words) < 3:
+        raise ValueError(f"Feature '{feature.name}' has fewer than 3 anchor words to build prompts "
+                         "from; pass prompts=[...] explicitly.")
+    label = label or LABELS.get(feature.name, feature.name.replace("_", " "))
+    rng = random.Random(f"{seed}:{feature.name}")
+    out = []
+    for i in range(n):
+        a, b, c = rng.sample(words, 3)
+        out.append(TEMPLATES[i % len(TEMPLATES)].format(label=label, a=a, b=b, c=c, A=a.capitalize()))
+    return out
+
+
+@torch.no_grad()
+def next_token_mass(model, tok, prompts: list[str], token_sets: list[torch.Tensor]) -> torch.Tensor:
+    """``[n_prompts, n_sets]`` next-token probability mass of each token set after each prompt."""
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    device = next(model.parameters()).device
+    enc = {k: v.to(device) for k, v in enc.items()}
+    logits = model(**enc).logits
+    mask = enc["attention_mask"]
+    last = (mask * torch.arange(mask.shape[1], device=device)).argmax(-1)  # left or right padding
+    probs = logits[torch.arange(len(prompts), device=device), last].float().softmax(-1)
+    cols = [probs[:, s.to(device)].sum(-1) for s in token_sets]
+    return torch.stack(cols, -1).double().cpu()
+
+
+@dataclass
+class FlipEffect:
+    """Per-layer change of a concept's next-token mass under a flip and its controls."""
+
+    name: str
+    sites: list[str]
+    baseline_mass: float
+    baseline_logp: float
+    delta_mass: dict[str, list[float]] = field(default_factory=dict)  # condition -> per site
+    delta_logp: dict[str, list[float]] = field(default_factory=dict)
+    n_dims: list[int] = field(default_factory=list)
+    control_concept: str | None = None
+    prompts: list[str] = field(default_factory=list)
+
+    def best(self, condition: str = "away") -> int:
+        """Index of the site where ``condition`` lowers the mass most."""
+        return min(range(len(self.sites)), key=lambda i: self.delta_mass[condition][i])
+
+    def at(self, i: int) -> dict[str, float]:
+        """Every condition's mass change at site index ``i``."""
+        return {c: v[i] for c, v in self.delta_mass.items()}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _feature_at(cat, name: str, site: str) -> Feature:
+    if isinstance(cat, dict):
+        return cat[site]
+    return cat.get(name, site)
+
+
+def _pick_unrelated(cat, name: str, site: str) -> str:
+    """The catalog concept whose feature at ``site`` shares the fewest dims and tokens with ``name``."""
+    me = cat.get(name, site)
+    mine, my_tokens = set(me.dims.tolist()), set(concept_tokens(me).tolist())
+    best = None
+    for f in cat.at(site):
+        if f.name == name or set(concept_tokens(f).tolist()) & my_tokens:
+            continue
+        overlap = len(mine & set(f.dims.tolist())) / max(len(mine), 1)
+        if best is None or overlap < best[0]:
+            best = (overlap, f.name)
+    if best is None:
+        raise ValueError(f"No unrelated concept at {site} for the 'concept' control; pass "
+                         "control_concept= or leave 'concept' out of conditions.")
+    return best[1]
+
+
+def _sites(cat, name: str, layers) -> list[str]:
+    if isinstance(cat, dict):
+        have = list(cat)
+    else:
+        have = [f.site for f in cat.features if f.name == name]
+    if isinstance(layers, str) and layers == "all":
+        return [s for s in have if s.startswith("resid.")] or have
+    out = [f"resid.{L}" if isinstance(L, int) else L for L in layers]
+    missing = [s for s in out if s not in have]
+    if missing:
+        raise KeyError(f"'{name}' has no feature at {missing}; available: {have}.")
+    return out
+
+
+def flip_effect(model, tok, cat, feature, prompts: list[str] | None = None, layers="all",
+                conditions=CONDITIONS, strength: float = 1.0, positions="all",
+                control_concept: str | None = None, label: str | None = None, seed: int = 0,
+                n_prompts: int = 3) -> FlipEffect:
+    """Change of the concept's next-token mass when its feature is flipped, per layer, with controls.
+
+    Args:
+        cat: a :class:`~bagofdims.catalog.Catalog` (the feature at each layer is the catalog's
+            feature of that name at ``resid.L``), or a dict ``{site: Feature}``.
+        feature: the concept's name or a Feature (its name is used).
+        prompts: prompts that elicit the concept (default: :func:`concept_prompts`).
+        layers: ``"all"`` (every ``resid`` site of the concept), or layer ints / site names.
+        conditions: subset of ``away, toward, random, disjoint, concept``.
+    """
+    name = feature.name if isinstance(feature, Feature) else str(feature)
+    bad = set(conditions) - set(CONDITIONS)
+    if bad:
+        raise ValueError(f"Unknown conditions {sorted(bad)}; use {CONDITIONS}.")
+    sites = _sites(cat, name, layers)
+    first = _feature_at(cat, name, sites[0])
+    prompts = prompts or concept_prompts(first, label, n=n_prompts, seed=seed)
+    tokens = concept_tokens(first)
+    base = next_token_mass(model, tok, prompts, [tokens])[:, 0]
+    eff = FlipEffect(name, sites, float(base.mean()), float(base.clamp_min(1e-30).log().mean()),
+                     {c: [] for c in conditions}, {c: [] for c in conditions}, prompts=prompts)
+    if "concept" in conditions:
+        if isinstance(cat, dict):
+            raise ValueError("The 'concept' control needs a Catalog (to find an unrelated concept).")
+        eff.control_concept = control_concept or _pick_unrelated(cat, name, sites[-1])
+    for site in sites:
+        f = _feature_at(cat, name, site)
+        eff.n_dims.append(len(f))
+        for cond in conditions:
+            kw: dict = {"mode": "away", "strength": strength, "positions": positions, "seed": seed}
+            if cond == "toward":
+                kw["mode"] = "toward"
+            elif cond in ("random", "disjoint"):
+                kw["control"] = cond
+            elif cond == "concept":
+                kw["control"] = cat.get(eff.control_concept, site)
+            with sign_flip(model, f, **kw):
+                mass = next_token_mass(model, tok, prompts, [tokens])[:, 0]
+            eff.delta_mass[cond].append(float((mass - base).mean()))
+            eff.delta_logp[cond].append(float((mass.clamp_min(1e-30).log()
+                                               - base.clamp_min(1e-30).log()).mean()))
+    return eff
+
+
+def specificity_matrix(model, tok, cat, names: list[str], sites, prompts: dict | None = None,
+                       mode: str = "away", strength: float = 1.0, positions="all",
+                       seed: int = 0, n_prompts: int = 3) -> dict:
+    """Flip concept ``i`` (at ``sites[i]``, or one site for all), measure concept ``j``'s mass.
+
+    Returns ``delta_mass`` and ``delta_logp`` ``[C, C]`` lists (rows: flipped, columns: measured),
+    ``baseline_mass`` ``[C]`` and the names and sites. One forward pass per flipped concept over
+    every concept's prompts.
+    """
+    if isinstance(sites, str):
+        sites = [sites] * len(names)
+    feats = [cat.get(n, s) for n, s in zip(names, sites)]
+    prompts = prompts or {f.name: concept_prompts(f, n=n_prompts, seed=seed) for f in feats}
+    all_prompts = [p for n in names for p in prompts[n]]
+    owner = torch.as_tensor([j for j, n in enumerate(names) for _ in prompts[n]])
+    token_sets = [concept_tokens(f) for f in feats]
+
+    def own(mass: torch.Tensor) -> torch.Tensor:  # each prompt's mass on its own concept
+        return mass[torch.arange(len(owner)), owner]
+
+    counts = torch.bincount(owner, minlength=len(names)).double()
+
+    def group_mean(x: torch.Tensor) -> list[float]:  # mean over each concept's prompts
+        return (torch.zeros(len(names), dtype=torch.float64).index_add_(0, owner, x) / counts).tolist()
+
+    base = own(next_token_mass(model, tok, all_prompts, token_sets))
+    dm, dl = [], []
+    for f in feats:
+        with sign_flip(model, f, mode=mode, strength=strength, positions=positions, seed=seed):
+            m = own(next_token_mass(model, tok, all_prompts, token_sets))
+        dm.append(group_mean(m - base))
+        dl.append(group_mean(m.clamp_min(1e-30).log() - base.clamp_min(1e-30).log()))
+    return {"names": list(names), "sites": list(sites), "mode": mode,
+            "baseline_mass": group_mean(base), "delta_mass": dm, "delta_logp": dl,
+            "diagonal_rank": _diagonal_rank(dl)}
+
+
+def _diagonal_rank(dl: list[list[float]]) -> float:
+    """Fraction of concepts whose own flip lowers their log-mass more than any other flip does."""
+    t = torch.tensor(dl)
+    if t.numel() == 0 or any(math.isnan(x) for x in t.flatten().tolist()):
+        return float("nan")
+    return float((t.argmin(0) == torch.arange(len(t))).float().mean())
