@@ -252,6 +252,7 @@ class SignCache:
                           str(tmp / "magnitudes.safetensors"))
                 meta["files"]["magnitudes.safetensors"] = sha256(tmp / "magnitudes.safetensors")
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            self.meta = meta  # now with the files' checksums
 
         atomic_dir(path, fill, overwrite)
         self.path = path

@@ -47,6 +47,7 @@ class CVResult:
     probes: list = field(
         default_factory=list
     )  # fitted probe per fold, when keep_probes=True
+    fold: torch.Tensor | None = None  # [n, k] long: fold in which the row was tested, -1 if never
 
 
 def _index_sets(sets, n: int, what: str, names: list[str] | None) -> list[torch.Tensor]:
@@ -176,6 +177,7 @@ def cross_validate(
     factory = probe if probe is not None else LogisticProbe
     scores = torch.full((n, k), float("nan"), dtype=torch.float32, device=dev)
     tested = torch.zeros(n, k, dtype=torch.bool, device=dev)
+    fold_of = torch.full((n, k), -1, dtype=torch.long, device=dev)
     fold_auc = torch.full((folds, k), float("nan"), dtype=torch.float64, device=dev)
     kept = []
     for f in range(folds):
@@ -190,6 +192,7 @@ def cross_validate(
         s = p.decision_function(X).reshape(n, k).float()
         scores = torch.where(test, s, scores)
         tested |= test
+        fold_of = torch.where(test, f, fold_of)
         fold_auc[f] = rank_auc(s, labels, test)
         if keep_probes:
             kept.append(p)
@@ -204,4 +207,5 @@ def cross_validate(
         n_test_neg=(tested & ~labels).sum(0),
         names=names,
         probes=kept,
+        fold=fold_of,
     )

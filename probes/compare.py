@@ -1,0 +1,262 @@
+"""Trained probes vs the catalog's sign prototypes, on the catalog's own held-out protocol.
+
+For every catalog feature at one site, a logistic probe (and optionally an MLP) is trained on
+the feature's anchors against the rest of the vocabulary and tested on the same held-out members
+the catalog used, with the negatives split into folds (`probes.cv.cross_validate`). The
+prototype's score (fraction of the feature's dims whose sign agrees) is scored on exactly the
+same test rows, so every probe-minus-prototype gain is paired. Anchors are only ever training
+rows. The probe's weights are then compared with the prototype: sign agreement on the
+prototype's dims, and the share of |w| (standardised units) those dims carry vs chance |D|/d.
+
+Inputs: "signs" (the cached ±1 signs) and "states" (raw float states: signs x magnitudes when
+the cache stores magnitudes, otherwise one forward pass per vocabulary token, as the cache
+itself was built).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from bagofdims import bits
+
+from ._auc import rank_auc
+from .alignment import axis_alignment
+from .cv import cross_validate
+from .logistic import LogisticProbe
+from .mlp import MLPProbe
+
+INPUTS = ("signs", "states")
+COLUMNS = ("category", "input", "n_held_out", "n_dims", "proto_auc", "logistic_auc", "gain",
+           "mlp_auc", "mlp_gain", "sign_agreement", "mass_on_dims", "chance_mass")
+
+
+@dataclass
+class ProbeReport:
+    """Per-category, per-input comparison rows plus the settings that produced them."""
+
+    model: str
+    site: str
+    rows: list[dict]  # one per (category, input); keys = COLUMNS (+ catalog_auc, fold gains)
+    settings: dict = field(default_factory=dict)
+    # Not serialised: per input, fold-averaged standardised logistic weights [d, k], the CV
+    # result (test masks, folds, scores) and the cache rows used (row i of X = cache row rows[i]).
+    weights: dict = field(default_factory=dict, repr=False)
+    cv: dict = field(default_factory=dict, repr=False)
+    rows_used: torch.Tensor | None = field(default=None, repr=False)
+
+    def records(self, input: str | None = None) -> list[dict]:
+        return [r for r in self.rows if input is None or r["input"] == input]
+
+    def summary(self) -> dict:
+        """Per input: mean / std / median AUC gain of the probe over the prototype, the fraction
+        of categories where the probe wins, mean sign agreement and |w| share (and MLP gain)."""
+        out = {}
+        for inp in dict.fromkeys(r["input"] for r in self.rows):
+            rs = self.records(inp)
+            gain = torch.tensor([r["gain"] for r in rs], dtype=torch.float64)
+            s = {
+                "n_categories": len(rs),
+                "proto_auc_mean": _mean([r["proto_auc"] for r in rs]),
+                "logistic_auc_mean": _mean([r["logistic_auc"] for r in rs]),
+                "gain_mean": float(gain.mean()),
+                "gain_std": float(gain.std()) if len(rs) > 1 else float("nan"),
+                "gain_median": float(gain.median()),
+                "gain_fold_mean": _mean([r["fold_gain_mean"] for r in rs]),
+                "probe_wins": float((gain > 0).double().mean()),
+                "sign_agreement_mean": _mean([r["sign_agreement"] for r in rs]),
+                "sign_agreement_pooled": _ratio(rs),
+                "mass_on_dims_mean": _mean([r["mass_on_dims"] for r in rs]),
+                "chance_mass_mean": _mean([r["chance_mass"] for r in rs]),
+            }
+            mg = [r["mlp_gain"] for r in rs if not math.isnan(r["mlp_gain"])]
+            if mg:
+                t = torch.tensor(mg, dtype=torch.float64)
+                s.update(mlp_categories=len(mg), mlp_gain_mean=float(t.mean()),
+                         mlp_gain_std=float(t.std()) if len(mg) > 1 else float("nan"),
+                         mlp_minus_logistic_mean=_mean(
+                             [r["mlp_auc"] - r["logistic_auc"] for r in rs
+                              if not math.isnan(r["mlp_gain"])]))
+            out[inp] = s
+        return out
+
+    def table(self, input: str | None = None) -> str:
+        """Markdown table, one row per category and input, with the columns in COLUMNS."""
+        head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
+        body = "".join("| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |\n"
+                       for r in self.records(input))
+        return head + body
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "site": self.site, "settings": self.settings,
+                "summary": self.summary(), "rows": self.rows}
+
+
+def _mean(xs) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def _ratio(rs) -> float:
+    """Sign agreement pooled over all prototype dims of all categories."""
+    tot = sum(r["n_dims"] for r in rs)
+    return sum(r["sign_agreement"] * r["n_dims"] for r in rs) / tot if tot else float("nan")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
+
+def vocab_states(model, cache, site: str, rows=None, batch_size: int = 256) -> torch.Tensor:
+    """Raw float32 states ``[len(rows), d]`` of cached vocabulary tokens at ``site``: one forward
+    pass per single token (BOS first if the cache was built with it), as the cache was built."""
+    from bagofdims.capture import Capture, no_cache_kwargs
+
+    cache.check(model=model)
+    rows = torch.arange(len(cache)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+    ids = cache.token_ids[rows]
+    bos_id = cache.meta.get("bos_id") if cache.meta.get("bos") else None
+    dev = next(model.parameters()).device
+    extra = no_cache_kwargs(model)
+    out = torch.empty(len(ids), cache.width(site), dtype=torch.float32)
+    with torch.inference_mode(), Capture(model, [site], stop=True, position=-1) as cap:
+        for s in range(0, len(ids), batch_size):
+            batch = ids[s:s + batch_size].to(dev).unsqueeze(1)
+            if bos_id is not None:
+                batch = torch.cat([torch.full_like(batch, bos_id), batch], dim=1)
+            cap.run(input_ids=batch, attention_mask=torch.ones_like(batch), **extra)
+            out[s:s + len(batch)] = cap[site].float().reshape(len(batch), -1).cpu()
+    return out
+
+
+def _states(cache, site, sub, model, states, batch_size) -> torch.Tensor:
+    if states is not None:
+        st = torch.as_tensor(states)
+        if st.shape[0] != len(cache):
+            raise ValueError(f"states must cover every cached token: [{len(cache)}, d], got "
+                             f"{tuple(st.shape)}")
+        return st[sub].float()
+    if cache.meta.get("magnitudes"):
+        packed = cache.packed(site)[sub]
+        sg = bits.unpack_signs(packed, cache.width(site), torch.float32)
+        return sg * cache.magnitudes(site)[sub].float()
+    if model is None:
+        raise ValueError(
+            "inputs include 'states' but this cache stores only signs: pass "
+            f"model=bagofdims.load_model({cache.model_name!r})[0] (or states=[n_tokens, d]), "
+            "or use inputs=('signs',)")
+    return vocab_states(model, cache, site, sub, batch_size)
+
+
+def compare_to_catalog(cache, cat, site: str, inputs=INPUTS, folds: int = 5, *, model=None,
+                       states=None, l2: float = 1e-3, mlp: bool | int | list[str] = False,
+                       mlp_kwargs: dict | None = None, max_negatives: int | None = None,
+                       seed: int = 0, batch_size: int = 256) -> ProbeReport:
+    """Probes vs the catalog's prototypes at ``site``, per category and input (see module doc).
+
+    cache: the `SignCache` the catalog was built from. cat: a `Catalog`.
+    inputs: any of "signs", "states". model: needed for "states" when the cache has no
+        magnitudes; states: optional raw states [len(cache), d] instead of running the model.
+    folds: negatives (and held-out members) are split into this many folds.
+    l2: logistic penalty (LogisticProbe, standardised inputs).
+    mlp: False, True (every category), an int n (n categories evenly spaced in catalog order)
+        or a list of category names; MLPProbe(**mlp_kwargs), scored against the prototype on
+        its own test rows.
+    max_negatives: keep at most this many non-member tokens (seeded sample; the same rows for
+        the probe and the prototype), to bound runtime on large vocabularies.
+    """
+    bad = [i for i in inputs if i not in INPUTS]
+    if bad or not inputs:
+        raise ValueError(f"inputs must be a non-empty subset of {INPUTS}; got {tuple(inputs)}")
+    feats = cat.at(site)
+    if not feats:
+        raise KeyError(f"the catalog has no features at {site!r}; its sites: {cat.sites}")
+    n, d = len(cache), cache.width(site)
+    anchors = [cache.rows(f.anchors) for f in feats]
+    held = [cache.rows(f.held_out) for f in feats]
+    sub = _row_subset(n, anchors + held, max_negatives, seed)
+    remap = lambda r: torch.searchsorted(sub, r)  # noqa: E731 - rows of the subset
+    pos_s, held_s = [remap(a) for a in anchors], [remap(h) for h in held]
+    packed = cache.packed(site)[sub]
+    proto = bits.feature_scores(packed, bits.feature_matrix([(f.dims, f.signs) for f in feats], d))
+    dims = [torch.as_tensor(f.dims, dtype=torch.long) for f in feats]
+    sgns = [torch.as_tensor(f.signs) for f in feats]
+    mlp_cols = _mlp_columns(mlp, [f.name for f in feats])
+
+    rows: list[dict] = []
+    report = ProbeReport(model=cache.model_name, site=site, rows=rows, rows_used=sub)
+    for inp in inputs:
+        X = (bits.unpack_signs(packed, d, torch.float32) if inp == "signs"
+             else _states(cache, site, sub, model, states, batch_size))
+        cv = cross_validate(X, pos_s, held_s, folds, probe=lambda: LogisticProbe(l2=l2),
+                            seed=seed, keep_probes=True)
+        p_auc = rank_auc(proto, cv.labels, cv.tested)
+        fold_gain = _fold_gain(cv, proto, folds)
+        W = torch.stack([p.weights_std for p in cv.probes]).mean(0)  # same standardiser each fold
+        al = axis_alignment(W, dims, sgns)
+        report.weights[inp], report.cv[inp] = W, cv
+        cv.probes = []  # the weights are kept; the probe objects are not needed
+        m_auc = m_gain = torch.full((len(feats),), float("nan"), dtype=torch.float64)
+        if mlp_cols:
+            kw = dict(mlp_kwargs or {})
+            kw.setdefault("seed", seed)
+            mcv = cross_validate(X, [pos_s[j] for j in mlp_cols], [held_s[j] for j in mlp_cols],
+                                 folds, probe=lambda: MLPProbe(**kw), seed=seed)
+            mp = rank_auc(proto[:, mlp_cols], mcv.labels, mcv.tested)
+            m_auc, m_gain = m_auc.clone(), m_gain.clone()
+            m_auc[mlp_cols], m_gain[mlp_cols] = mcv.auc.cpu(), (mcv.auc.cpu() - mp.cpu())
+        for j, f in enumerate(feats):
+            rows.append({
+                "category": f.name, "input": inp, "n_held_out": int(cv.n_test_pos[j]),
+                "n_dims": int(len(f.dims)), "n_negatives": int(cv.n_test_neg[j]),
+                "proto_auc": float(p_auc[j]), "logistic_auc": float(cv.auc[j]),
+                "gain": float(cv.auc[j] - p_auc[j]), "fold_gain_mean": float(fold_gain[j]),
+                "mlp_auc": float(m_auc[j]), "mlp_gain": float(m_gain[j]),
+                "sign_agreement": float(al.sign_agreement[j]),
+                "mass_on_dims": float(al.mass_on_dims[j]), "chance_mass": float(al.chance_mass[j]),
+                "catalog_auc": float(f.metrics.get("held_out_auc", float("nan"))),
+            })
+    settings = {"inputs": list(inputs), "folds": folds, "l2": l2, "seed": seed,
+                "n_rows": int(len(sub)), "vocab": n, "width": d, "max_negatives": max_negatives,
+                "mlp_categories": [feats[j].name for j in mlp_cols],
+                "mlp_kwargs": dict(mlp_kwargs or {}) if mlp_cols else None}
+    report.settings = settings
+    return report
+
+
+def _row_subset(n: int, member_sets, max_negatives, seed) -> torch.Tensor:
+    """Sorted rows to use: every member of every category plus (a sample of) the rest."""
+    if max_negatives is None:
+        return torch.arange(n)
+    members = torch.zeros(n, dtype=torch.bool)
+    members[torch.cat(member_sets)] = True
+    others = (~members).nonzero().flatten()
+    if len(others) > max_negatives:
+        g = torch.Generator().manual_seed(seed + 1)
+        others = others[torch.randperm(len(others), generator=g)[:max_negatives]]
+    return torch.cat([members.nonzero().flatten(), others]).sort().values
+
+
+def _fold_gain(cv, proto, folds) -> torch.Tensor:
+    """Mean over folds of the paired per-fold gain (probe fold AUC − prototype fold AUC)."""
+    pf = torch.stack([rank_auc(proto, cv.labels, cv.fold == f) for f in range(folds)])
+    return torch.nanmean(cv.fold_auc.cpu() - pf.cpu(), 0)
+
+
+def _mlp_columns(mlp, names: list[str]) -> list[int]:
+    """Category columns that get an MLP: none, all, n evenly spaced, or the named ones."""
+    if mlp is False or mlp is None or mlp == 0:
+        return []
+    if mlp is True:
+        return list(range(len(names)))
+    if isinstance(mlp, int):
+        n = min(mlp, len(names))
+        return sorted({round(i * (len(names) - 1) / max(n - 1, 1)) for i in range(n)})
+    missing = [m for m in mlp if m not in names]
+    if missing:
+        raise KeyError(f"mlp names {missing} are not categories at this site; have {names}")
+    return [names.index(m) for m in mlp]
