@@ -60,6 +60,13 @@ def build_cache(cfg: CacheConfig):
     return cache
 
 
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
 def summary(cache) -> str:
     """A short human-readable description of a cache on disk."""
     from .sites import describe
@@ -73,11 +80,11 @@ def summary(cache) -> str:
         f"  tokens      {len(cache):,} of a {meta['vocab_size']:,}-token vocabulary (bos={meta['bos']})",
         f"  sites       {len(meta['sites'])}: {describe(meta['sites'])}",
         f"  widths      {sorted(set(meta['sites'].values()))}",
-        f"  on disk     {disk / 2**20:.1f} MiB (float32 states would take {dense / 2**20:.0f} MiB: "
+        f"  on disk     {_size(disk)} (float32 states would take {_size(dense)}: "
         f"1/{dense / max(disk, 1):.0f})",
         f"  weights     {meta['weights']}  tokenizer {meta['tokenizer']}  created {meta['created']}",
     ]
-    if "build_seconds" in meta:
+    if meta.get("build_seconds", 0) >= 0.1:
         lines.append(f"  built in    {meta['build_seconds']} s "
                      f"({len(cache) / max(meta['build_seconds'], 1e-9):,.0f} tokens/s)")
     return "\n".join(lines)

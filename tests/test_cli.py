@@ -21,7 +21,7 @@ def test_capture_info_and_sites_from_a_local_dir(model_dir, tmp_path, capsys):
     assert main(["capture", "--model", str(model_dir), "--sites", "resid.*", "final",
                  "--out", str(out), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
-    assert "resid.0..2, final" in text and "on disk     0.0 MiB" not in text
+    assert "resid.0..2, final" in text and "KiB (float32 states would take" in text
     cache = bd.SignCache.load(out)
     assert len(cache) == tiny.VOCAB and cache.sites == ["resid.0", "resid.1", "resid.2", "final"]
     assert not (tmp_path / "cache.partial").exists()
