@@ -29,8 +29,13 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got '{text}'")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """Add one flag per dataclass field of ``cls``."""
+def add_arguments(parser: argparse.ArgumentParser, cls, positional: str | None = None,
+                  defaults: dict | None = None) -> None:
+    """Add one flag per dataclass field of ``cls``.
+
+    ``positional`` names a field given without a flag (optional when it has a default);
+    ``defaults`` overrides field defaults (e.g. a larger preset of the same config).
+    """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         kind, tp = _parser_for(hints[f.name])
@@ -38,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if defaults and f.name in defaults:
+            has_default, default = True, defaults[f.name]
         kwargs: dict = {"help": f"{help_text} (default: {default})" if has_default else help_text}
         if tp is bool:
             kwargs["type"] = _bool
@@ -48,7 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
             kwargs["nargs"] = "+"
         else:
             kwargs["type"] = tp
-        if has_default:
+        if f.name == positional and has_default:
+            kwargs.pop("const", None)
+            parser.add_argument(f.name, default=default, **{**kwargs, "nargs": "?"})
+        elif has_default:
             kwargs["default"] = default
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
         else:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
-import typing
+
+from bagofdims.config import add_arguments
 
 COMMANDS = {
     "data": ("superposition.data", "DataConfig", "build_data", None),
@@ -15,29 +15,6 @@ COMMANDS = {
     "small": ("superposition.pipeline", "PipelineConfig", "run_pipeline", None),
     "full": ("superposition.pipeline", "PipelineConfig", "run_pipeline", None),
 }
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, positional: str | None = None,
-                       defaults: dict | None = None) -> None:
-    """One ``--field-name`` flag per dataclass field, typed and defaulted from the field."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        typ = hints[f.name]
-        default = (defaults or {}).get(f.name, f.default)
-        conv = _bool if typ is bool else typ
-        if f.name == positional:
-            parser.add_argument(f.name, type=conv, nargs="?", default=default, help=f"(default {default})")
-        else:
-            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=conv, default=default,
-                                metavar=typ.__name__.upper(), help=f"(default {default})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
             from .pipeline import FULL
             defaults = FULL
         p = sub.add_parser(name, help=(cls.__doc__ or "").splitlines()[0])
-        add_dataclass_args(p, cls, pos, defaults)
+        add_arguments(p, cls, pos, defaults)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     mod, cls_name, fn, _ = COMMANDS[args.command]

@@ -96,7 +96,7 @@ def test_cli_flags_come_from_the_dataclass():
     import argparse
     import dataclasses
 
-    from superposition.cli import add_dataclass_args
+    from bagofdims.config import add_arguments as add_dataclass_args
 
     p = argparse.ArgumentParser()
     add_dataclass_args(p, TrainConfig)
