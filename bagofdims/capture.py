@@ -20,6 +20,14 @@ from torch import nn
 from .sites import Site, resolve
 
 
+def register_site_hook(module: nn.Module, on: str, hook):
+    """Attach ``hook`` where a site is read: a pre-hook (with kwargs) for ``on="input"`` sites,
+    a forward hook on the output otherwise. Returns the removable handle."""
+    if on == "input":
+        return module.register_forward_pre_hook(hook, with_kwargs=True)
+    return module.register_forward_hook(hook)
+
+
 class StopForward(Exception):
     """Raised inside a hook to end the forward pass early (all requested sites captured)."""
 
@@ -76,13 +84,8 @@ class Capture:
             first = self.model.get_submodule(self.sites[0].module_path)
             self._handles.append(first.register_forward_pre_hook(self._reset))
             for (path, on), group in by_module.items():
-                module = self.model.get_submodule(path)
-                if on == "input":
-                    handle = module.register_forward_pre_hook(self._make_hook(group, True),
-                                                              with_kwargs=True)
-                else:
-                    handle = module.register_forward_hook(self._make_hook(group, False))
-                self._handles.append(handle)
+                hook = self._make_hook(group, on == "input")
+                self._handles.append(register_site_hook(self.model.get_submodule(path), on, hook))
         except BaseException:
             self.remove()
             raise

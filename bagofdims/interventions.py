@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .capture import register_site_hook
 from .feature import Feature
 from .sites import Site, resolve
 
@@ -282,13 +283,8 @@ class SignFlip:
                 hook = _bound(self._context_hook, "sign_flip:context", self)
                 self._handles.append(self.model.register_forward_pre_hook(hook, with_kwargs=True))
             for (path, on), group in self._flips.items():
-                module = self.model.get_submodule(path)
                 hook = self._make_hook(group, on == "input")
-                if on == "input":
-                    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-                else:
-                    handle = module.register_forward_hook(hook)
-                self._handles.append(handle)
+                self._handles.append(register_site_hook(self.model.get_submodule(path), on, hook))
         except BaseException:
             self.remove()
             raise
