@@ -1,10 +1,10 @@
 """The ``bagofdims`` command. Each subcommand is a dataclass config (flags = fields) + a function.
 
-    bagofdims capture --model smollm2 --sites 'resid.*' final --out runs/smollm2
-    bagofdims info runs/smollm2
+    bagofdims capture --model smollm2 --sites 'resid.*' final --out runs/smollm2/cache
+    bagofdims info runs/smollm2/cache
     bagofdims sites --model smollm2
     bagofdims activations --model smollm2 --sites resid.10 --texts file.txt --out runs/acts
-    bagofdims catalog --cache runs/smollm2 --out runs/smollm2/catalog
+    bagofdims catalog --cache runs/smollm2/cache --out runs/smollm2/catalog
     bagofdims query runs/smollm2/catalog color
 """
 
@@ -26,7 +26,7 @@ class CacheConfig:
     model: str = field(default="smollm2", metadata={"help": "embedded name, HF id or local dir"})
     sites: list[str] = field(default_factory=lambda: ["resid.*", "final"],
                              metadata={"help": "site names or globs"})
-    out: str = field(default="runs/smollm2", metadata={"help": "cache directory to write"})
+    out: str = field(default="runs/smollm2/cache", metadata={"help": "cache directory to write"})
     bos: bool | None = field(default=None, metadata={"help": "put BOS before each token "
                                                      "(default: only for Gemma-style models)"})
     tokens: int | None = field(default=None, metadata={"help": "cache only the first N "
@@ -143,7 +143,7 @@ def _cmd_activations(ns) -> None:
 class CatalogConfig:
     """Discover one feature per category at each site of a sign cache, and save the catalog."""
 
-    cache: str = field(default="runs/smollm2", metadata={"help": "sign cache directory"})
+    cache: str = field(default="runs/smollm2/cache", metadata={"help": "sign cache directory"})
     out: str = field(default="runs/smollm2/catalog", metadata={"help": "catalog directory"})
     categories: str = field(default="default", metadata={"help": "shipped set or JSON file"})
     sites: list[str] = field(default_factory=lambda: ["resid.*"], metadata={"help": "site globs"})

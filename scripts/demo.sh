@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . "${BAGOFDIMS_VENV:-.venv}/bin/activate"
-bagofdims capture --model "${1:-smollm2}" --sites 'resid.*' final --out "runs/${1:-smollm2}"
+bagofdims capture --model "${1:-smollm2}" --sites 'resid.*' final --out "runs/${1:-smollm2}/cache"
