@@ -2,13 +2,12 @@
 
 The weight is stored as the embedding table ``E = W^T`` [V, m] so that the encode of a binary
 sparse input is a sum of active rows (``embedding_bag``) and the decode a dense matmul. The loss
-and its gradients are computed together in one fused pass (:class:`_FusedLoss`), which avoids
-materialising the dense input and autograd's scatter/gather of the sparse terms.
+and its gradients are computed together in one fused pass (:class:`_FusedLoss`): no autograd
+graph, no scatter/gather backward of the sparse encode, bf16 matmuls where the hardware has them.
 """
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -53,24 +52,15 @@ class BowsModel(nn.Module):
                                 self.relu, compute_dtype)
 
 
-def _transpose_csr(ids: torch.Tensor, rows: torch.Tensor, n: int, vocab: int, dtype) -> torch.Tensor:
-    """X^T as a CSR [V, n] matrix of ones (for the encode's weight gradient)."""
-    order = torch.argsort(ids, stable=True)
-    crow = torch.zeros(vocab + 1, dtype=torch.int64, device=ids.device)
-    crow[1:] = torch.cumsum(torch.bincount(ids, minlength=vocab), 0)
-    vals = torch.ones(len(ids), dtype=dtype, device=ids.device)
-    with warnings.catch_warnings():  # "CSR support is in beta"
-        warnings.simplefilter("ignore")
-        return torch.sparse_csr_tensor(crow, rows[order], vals, (vocab, n), check_invariants=False)
-
-
 class _FusedLoss(torch.autograd.Function):
     """Loss and gradients in one pass; backward only scales the stored gradients.
 
-    With g = dL/dpre = 2/N (x_hat - x) * [pre > 0]:  dE = g^T h (decode) + X^T (g E) (encode),
-    db = sum_rows g. For the ReLU model g is computed only on the columns that are on in some row
-    of the batch (after a little training most outputs are off for a whole batch). The matmuls run in ``compute_dtype`` (bf16 on AMX CPUs / CUDA), the
-    accumulation and the master weights in fp32.
+    Everything works on the transposed layout ``[V, n]`` (vocabulary rows, batch columns), so
+    the dense input ``X^T`` is built directly by one scatter and every matmul reads contiguous
+    operands. With ``g = dL/dpre^T`` (times N/2) ``= [pre > 0] (pre - x)``:
+    ``dE = g h + X^T (g^T E)`` (decode + encode terms, one ``addmm``), ``db = sum_cols g``.
+    The matmuls run in ``compute_dtype`` (bf16 on AMX CPUs / CUDA); the loss sum, the gradient
+    handed to the optimiser and the master weights stay in fp32.
     """
 
     @staticmethod
@@ -78,48 +68,31 @@ class _FusedLoss(torch.autograd.Function):
         V = E.shape[0]
         N = n * V
         Ec = E.detach().to(compute_dtype)
-        h = F.embedding_bag(ids, Ec, offsets, mode="sum")
-        pre = torch.addmm(b.detach().to(compute_dtype), h, Ec.T)
-        if relu:
-            # dL/dpre is zero wherever the unit is off (pre <= 0, whatever the target), so the
-            # decode's backward only needs the columns that are on somewhere in this batch
-            cols = (pre > 0).any(0).nonzero().squeeze(1)
-            k = len(cols)
-            where = torch.full((V,), -1, dtype=torch.int64, device=E.device)
-            where[cols] = torch.arange(k, device=E.device)
-            g = pre.index_select(1, cols).float().clamp_(min=0)          # [n, k]
-            j = where[ids]
-            on = j >= 0
-            flat = rows[on] * k + j[on]
-            hit = g.view(-1).index_select(0, flat)
-            loss = (g.square().sum() - 2 * hit.sum() + len(ids)) / N
-            g.view(-1).index_add_(0, flat, -(hit > 0).to(g.dtype))
-            Eu = Ec.index_select(0, cols)
-        else:
-            cols, g = None, pre.float()
-            flat = rows * V + ids
-            hit = g.view(-1).index_select(0, flat)
-            loss = (g.square().sum() - 2 * hit.sum() + len(ids)) / N
-            g.view(-1).index_add_(0, flat, -torch.ones_like(hit))
-            Eu = Ec
-        g.mul_(2.0 / N)
-        gc = g.to(compute_dtype)
-        gh = (gc @ Eu).float()
-        gEu = gc.T @ h
-        xt = _transpose_csr(ids, rows, n, V, torch.float32)
-        gE = xt @ gh                                                  # encode term X^T (g E)
-        if cols is None:
-            gE.add_(gEu.float())
-            gb = g.sum(0)
-        else:
-            gE.index_add_(0, cols, gEu.float())
-            gb = torch.zeros(V, dtype=torch.float32, device=E.device).index_copy_(0, cols, g.sum(0))
+        h = F.embedding_bag(ids, Ec, offsets, mode="sum")              # [n, m]
+        pre = torch.addmm(b.detach().to(compute_dtype)[:, None], Ec, h.T)  # [V, n]
+        g = F.relu(pre) if relu else pre
+        hit = g[ids, rows]                  # outputs at the targets that are 1
+        on = hit > 0 if relu else torch.ones_like(hit, dtype=torch.bool)
+        gf = g.float()
+        # sum (g - x)^2 over all entries without materialising x; an off unit (pre <= 0) whose
+        # target is 1 adds 1 to the error and nothing to the gradient
+        loss = (torch.dot(gf.view(-1), gf.view(-1)) - 2 * hit.float().sum() + len(ids)) / N
+        gb_raw = gf.sum(1) - torch.bincount(ids[on], minlength=V)
+        g.index_put_((ids, rows), hit - on.to(hit.dtype))  # g = [pre > 0] (pre - x), in place
+        xt = torch.zeros_like(pre)
+        xt[ids, rows] = 1
+        scale = 2.0 / N  # folded into the small [n, m] operands, not the big [V, *] ones
+        gh = (g.T @ Ec).mul_(scale)                                     # [n, m]
+        gE = torch.addmm(xt @ gh, g, h * scale).float()                 # [V, m]
+        gb = gb_raw.mul_(scale)
         ctx.save_for_backward(gE, gb)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
         gE, gb = ctx.saved_tensors
+        if grad_out.device.type == "cpu" and float(grad_out) == 1.0:
+            return gE, gb, None, None, None, None, None, None  # the usual case: skip 10M multiplies
         return gE * grad_out, gb * grad_out, None, None, None, None, None, None
 
 

@@ -23,7 +23,7 @@ def test_fused_loss_matches_dense_autograd():
         with torch.no_grad():
             model.E.mul_(4)
             model.b.uniform_(-0.2, 0.2, generator=g)
-            model.b[:8] = -50.0  # units off for the whole batch: the backward skips their columns
+            model.b[:8] = -50.0  # units off for the whole batch: zero gradient, error 1 per target
         loss = model.loss(_batch(x))
         loss.backward()
         W = model.E.detach().T.clone().requires_grad_()
@@ -34,6 +34,26 @@ def test_fused_loss_matches_dense_autograd():
         assert torch.allclose(model.E.grad, W.grad.T, atol=1e-6)
         assert torch.allclose(model.b.grad, b.grad, atol=1e-7)
         assert torch.allclose(model(_batch(x)), torch.relu(x @ W.T @ W + b) if relu else x @ W.T @ W + b, atol=1e-5)
+
+
+def test_bf16_fused_loss_tracks_fp32():
+    """The bf16 compute path (AMX CPUs, CUDA) gives the fp32 loss and gradients to bf16 precision."""
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(64, 300, generator=g) < 0.1).float()
+    grads = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = BowsModel(300, 32, seed=2)
+        with torch.no_grad():
+            model.E.mul_(6)
+            model.b.uniform_(-0.3, 0.1, generator=g)
+        loss = model.loss(_batch(x), dtype)
+        loss.backward()
+        grads[dtype] = (loss.detach(), model.E.grad, model.b.grad)
+    (l32, e32, b32), (l16, e16, b16) = grads[torch.float32], grads[torch.bfloat16]
+    assert abs(float(l16 - l32)) < 0.02 * float(l32)
+    for a, b in ((e16, e32), (b16, b32)):
+        cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+        assert cos > 0.99, float(cos)
 
 
 def _tiny_data(tmp_path, monkeypatch):
