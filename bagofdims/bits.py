@@ -30,6 +30,7 @@ __all__ = [
     "agreement",
     "agreement_popcount",
     "hamming_topk",
+    "HammingIndex",
     "masked_agreement",
     "feature_matrix",
     "feature_masks",
@@ -41,15 +42,6 @@ BIT_ORDER = "little"  # recorded in cache metadata; see the module docstring
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
 _SIGN_TABLE = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1) * 2 - 1  # [256, 8] of ±1
 _POPCOUNT_LUT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.uint8)
-
-# Score-matrix block (queries x keys) kept at about this many entries: big enough for an
-# efficient matrix product, small enough to stay in the last-level cache.
-_BLOCK_ENTRIES = 1 << 23
-# Keys unpacked to ±1 at a time (entries of the [keys, d] float matrix), bounds memory for
-# vocabulary-sized key sets.
-_KEY_ENTRIES = 1 << 25
-# Composite sort key: score * 2**32 - key index (indices must stay below 2**32).
-_KEY_SHIFT = 1 << 32
 
 
 def packed_width(d: int) -> int:
@@ -173,121 +165,6 @@ def agreement(a: torch.Tensor, b: torch.Tensor, d: int) -> torch.Tensor:
     return ((dots.float() + d) * 0.5).to(torch.int32)
 
 
-def _block_topk(s: torch.Tensor, k: int, col0: int) -> torch.Tensor:
-    """Exact top-k of one score block as composite int64 keys, sorted best first.
-
-    ``s`` holds integer scores (higher is better). The key ``score * 2**32 - column`` orders by
-    score, then lowest column. Columns are split into G strided groups (column c in group
-    c mod G); T = the k-th largest group maximum is a lower bound on the k-th largest score, so
-    every top-k element (ties included) lies in a group whose maximum is >= T, and the final
-    top-k runs on those groups only (a few percent of the block).
-    """
-    q, kc = s.shape
-    group = max(1, kc // (32 * k))
-    n_groups = kc // group
-    if group > 1 and n_groups > k:
-        gmax = s[:, : n_groups * group].view(q, group, n_groups).amax(1)
-        thresh = gmax.topk(k, dim=1, sorted=False).values.amin(1, keepdim=True)
-        n_sel = int((gmax >= thresh).sum(1).max())
-        gval, gidx = gmax.topk(n_sel, dim=1, sorted=False)
-        steps = torch.arange(group, device=s.device) * n_groups
-        cols = (gidx.unsqueeze(-1) + steps).reshape(q, -1)
-        invalid = (gval < thresh).unsqueeze(-1).expand(q, n_sel, group).reshape(q, -1)
-        tail = torch.arange(n_groups * group, kc, device=s.device).expand(q, -1)
-        cols = torch.cat([cols, tail], 1)  # the < group leftover columns are always candidates
-        invalid = torch.cat([invalid, torch.zeros(tail.shape, dtype=torch.bool, device=s.device)], 1)
-        key = s.gather(1, cols).long()
-    else:
-        cols = torch.arange(kc, device=s.device).expand(q, kc)
-        invalid = None
-        key = s.long()
-    key.mul_(_KEY_SHIFT).sub_(cols + col0)
-    if invalid is not None:
-        key.masked_fill_(invalid, torch.iinfo(torch.int64).min)
-    return key.topk(k, dim=1, sorted=True).values
-
-
-def hamming_topk(
-    queries: torch.Tensor,
-    keys: torch.Tensor,
-    d: int,
-    k: int,
-    chunk: int | None = None,
-    largest: bool = True,
-    backend: str = "torch",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` keys by sign agreement for every query: ``(int32 [n, k], int64 [n, k])``.
-
-    ``queries`` ``[n, B]`` and ``keys`` ``[m, B]`` are packed signs of width ``d``. Returns the
-    agreement counts (best first; ``largest=False`` gives the least-agreeing keys) and key
-    indices. Exact; ties are broken by the lowest key index. Keys are processed ``chunk`` rows
-    at a time (default: as many as fit ~128 MB unpacked) and queries in blocks, so no
-    ``n x m`` matrix is ever materialised. Runs on the tensors' device: bf16-input fp32 products
-    on CPU, fp16 products on CUDA. ``backend="faiss"`` (CPU, ``largest=True``; needs
-    ``pip install bagofdims[fast]``) uses faiss ``IndexBinaryFlat`` instead: same agreement
-    values, but ties at the k-th value come in faiss's order.
-    """
-    _check_packed(queries, d, "queries")
-    _check_packed(keys, d, "keys")
-    if queries.dim() != 2 or keys.dim() != 2:
-        raise ValueError("hamming_topk expects 2-D [rows, bytes] queries and keys.")
-    if queries.device != keys.device:
-        raise ValueError(f"queries on {queries.device} but keys on {keys.device}; move one.")
-    n, m = queries.shape[0], keys.shape[0]
-    if k < 0 or k > m:
-        raise ValueError(f"k={k} must be between 0 and the number of keys ({m}); lower k.")
-    device = queries.device
-    if n == 0 or k == 0:
-        return (
-            torch.zeros((n, k), dtype=torch.int32, device=device),
-            torch.zeros((n, k), dtype=torch.int64, device=device),
-        )
-    if backend == "faiss":
-        return _faiss_topk(queries, keys, d, k, largest)
-    if backend != "torch":
-        raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}.")
-    dt = _matmul_dtype(device, d)
-    kc = chunk if chunk is not None else max(k, _KEY_ENTRIES // max(1, d))
-    if kc < 1:
-        raise ValueError(f"chunk={chunk} must be a positive number of keys.")
-    if m >= _KEY_SHIFT:
-        raise ValueError(f"hamming_topk supports fewer than 2**32 keys, got {m}; split the keys.")
-    best = torch.full((n, k), torch.iinfo(torch.int64).min, dtype=torch.int64, device=device)
-    for k0 in range(0, m, kc):
-        k_pm = unpack_signs(keys[k0 : k0 + kc], d, dt)
-        if not largest:
-            k_pm = -k_pm  # agreement with the negated keys = disagreement
-        kk = min(k, k_pm.shape[0])
-        qc = max(1, _BLOCK_ENTRIES // k_pm.shape[0])
-        for q0 in range(0, n, qc):
-            s = _dots(unpack_signs(queries[q0 : q0 + qc], d, dt), k_pm)
-            merged = torch.cat([best[q0 : q0 + qc], _block_topk(s, kk, k0)], 1)
-            best[q0 : q0 + qc] = merged.topk(k, dim=1, sorted=True).values
-    # decode: key = dot * 2**32 - index, with 0 <= index < 2**32
-    dot = -torch.div(-best, _KEY_SHIFT, rounding_mode="floor")
-    idx = dot * _KEY_SHIFT - best
-    agree = (dot + d) // 2
-    if not largest:
-        agree = d - agree
-    return agree.to(torch.int32), idx
-
-
-def _faiss_topk(
-    queries: torch.Tensor, keys: torch.Tensor, d: int, k: int, largest: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        import faiss
-    except ImportError as e:
-        raise ImportError("backend='faiss' needs faiss: pip install bagofdims[fast]") from e
-    if not largest or queries.device.type != "cpu":
-        raise ValueError("backend='faiss' supports largest=True on CPU only; use backend='torch'.")
-    mask = _tail_mask(d, queries.device)  # zero padding bits on both sides: they then agree
-    index = faiss.IndexBinaryFlat(8 * packed_width(d))
-    index.add((keys & mask).contiguous().numpy())
-    dist, idx = index.search((queries & mask).contiguous().numpy(), k)
-    return d - torch.from_numpy(dist).to(torch.int32), torch.from_numpy(idx).to(torch.int64)
-
-
 def masked_agreement(
     x: torch.Tensor, masks: torch.Tensor, patterns: torch.Tensor, d: int | None = None
 ) -> torch.Tensor:
@@ -366,3 +243,7 @@ def feature_scores(states: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     size = (wf != 0).sum(0).to(torch.float32)
     dots = _dots(pm, wf.T.contiguous())
     return (dots + size) / (2 * size)
+
+
+# top-k search lives in its own module; re-exported here (imported last: it uses this module)
+from .hamming import HammingIndex, hamming_topk  # noqa: E402
