@@ -51,12 +51,14 @@ class Catalog:
     @classmethod
     def build(cls, cache, categories="default", sites=("resid.*",), tokenizer=None,
               config: DiscoveryConfig | None = None, n_anchors: int = 50, n_min_held_out: int = 10,
-              seed: int = 0, progress: bool = True) -> Catalog:
+              seed: int = 0, progress: bool = True, forms: str = "initial") -> Catalog:
         """Discover one feature per usable category at every matching site of ``cache``.
 
         ``categories``: a shipped set name, a JSON path, or a dict ``name -> words``. Members are
-        mapped to single tokens of the model's tokenizer; categories with too few are reported in
-        ``meta["skipped"]`` (and printed), never dropped silently.
+        mapped to single tokens of the model's tokenizer (``forms``: ``"initial"`` = the token
+        after a space, ``"both"`` = with or without it, ``"bare"``; see
+        :func:`bagofdims.categories.single_token_forms`); categories with too few are reported
+        in ``meta["skipped"]`` (and printed), never dropped silently.
         """
         from .categories import load_categories, map_categories
 
@@ -65,7 +67,7 @@ class Catalog:
         cache.check(tokenizer=tokenizer)
         mapped, skipped = map_categories(load_categories(categories), tokenizer,
                                          n_anchors=n_anchors, n_min_held_out=n_min_held_out,
-                                         seed=seed)
+                                         seed=seed, forms=forms)
         in_cache = set(cache.token_ids.tolist())
         mapped = [m for m in mapped if set(m.anchors) <= in_cache and set(m.held_out) <= in_cache]
         if not mapped:
@@ -94,7 +96,7 @@ class Catalog:
             "weights": cache.meta["weights"], "tokenizer": cache.meta["tokenizer"],
             "cache": str(cache.path) if cache.path else None, "sites": site_list,
             "config": asdict(config), "categories": categories if isinstance(categories, str) else "custom",
-            "n_anchors": n_anchors, "skipped": skipped,
+            "n_anchors": n_anchors, "forms": forms, "skipped": skipped,
         }
         return cls(features, meta, cache=cache, tokenizer=tokenizer)
 

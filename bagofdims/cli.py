@@ -151,6 +151,8 @@ class CatalogConfig:
     k: int = field(default=32, metadata={"help": "dims per feature (topk)"})
     tau: float = field(default=0.75, metadata={"help": "per-dim AUC threshold (tau)"})
     n_anchors: int = field(default=50, metadata={"help": "anchors per category"})
+    forms: str = field(default="initial", metadata={"help": "member tokens: initial (after a "
+                                                    "space) | both (with or without) | bare"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing catalog"})
 
 
@@ -163,7 +165,7 @@ def build_catalog(cfg: CatalogConfig):
     cache = SignCache.load(cfg.cache)
     cat = Catalog.build(cache, categories=cfg.categories, sites=cfg.sites,
                         config=DiscoveryConfig(method=cfg.method, k=cfg.k, tau=cfg.tau),
-                        n_anchors=cfg.n_anchors)
+                        n_anchors=cfg.n_anchors, forms=cfg.forms)
     cat.save(cfg.out, overwrite=cfg.overwrite)
     return cat
 

@@ -83,6 +83,18 @@ def test_too_few_members_are_reported_not_silent():
     assert "tiny_cat" in cat.meta["skipped"] and "tiny_cat" not in cat.names
 
 
+def test_forms_policy_is_passed_on_and_recorded(tmp_path):
+    cache, tok, _ = planted.make_cache()
+    cat = bd.Catalog.build(cache, categories=planted.categories(), sites="resid.0", tokenizer=tok,
+                           progress=False, forms="both")
+    assert cat.meta["forms"] == "both"
+    cat.save(tmp_path / "c")
+    assert bd.Catalog.load(tmp_path / "c", cache=cache).meta["forms"] == "both"
+    with pytest.raises(ValueError, match="initial"):
+        bd.Catalog.build(cache, categories=planted.categories(), sites="resid.0", tokenizer=tok,
+                         progress=False, forms="space")
+
+
 def test_read_scores_live_states_on_a_real_forward(tmp_path):
     model, tok = tiny.make("llama"), tiny.tokenizer()
     cache = bd.SignCache.build(model, tok, sites=["resid.1"], progress=False)
