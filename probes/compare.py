@@ -30,7 +30,8 @@ from .mlp import MLPProbe
 
 INPUTS = ("signs", "states")
 COLUMNS = ("category", "input", "n_held_out", "n_dims", "proto_auc", "logistic_auc", "gain",
-           "mlp_auc", "mlp_gain", "sign_agreement", "mass_on_dims", "chance_mass")
+           "mlp_auc", "mlp_gain", "sign_agreement", "mass_on_dims", "chance_mass",
+           "mlp_sign_agreement", "mlp_mass_on_dims")
 
 
 @dataclass
@@ -76,6 +77,8 @@ class ProbeReport:
                 t = torch.tensor(mg, dtype=torch.float64)
                 s.update(mlp_categories=len(mg), mlp_gain_mean=float(t.mean()),
                          mlp_gain_std=float(t.std()) if len(mg) > 1 else float("nan"),
+                         mlp_sign_agreement_mean=_mean(
+                             [r["mlp_sign_agreement"] for r in rs if not math.isnan(r["mlp_gain"])]),
                          mlp_minus_logistic_mean=_mean(
                              [r["mlp_auc"] - r["logistic_auc"] for r in rs
                               if not math.isnan(r["mlp_gain"])]))
@@ -200,15 +203,23 @@ def compare_to_catalog(cache, cat, site: str, inputs=INPUTS, folds: int = 5, *, 
         al = axis_alignment(W, dims, sgns)
         report.weights[inp], report.cv[inp] = W, cv
         cv.probes = []  # the weights are kept; the probe objects are not needed
-        m_auc = m_gain = torch.full((len(feats),), float("nan"), dtype=torch.float64)
+        nan = torch.full((len(feats),), float("nan"), dtype=torch.float64)
+        m_auc, m_gain, m_agree, m_mass = nan.clone(), nan.clone(), nan.clone(), nan.clone()
         if mlp_cols:
             kw = dict(mlp_kwargs or {})
             kw.setdefault("seed", seed)
             mcv = cross_validate(X, [pos_s[j] for j in mlp_cols], [held_s[j] for j in mlp_cols],
-                                 folds, probe=lambda: MLPProbe(**kw), seed=seed)
+                                 folds, probe=lambda: MLPProbe(**kw), seed=seed, keep_probes=True)
             mp = rank_auc(proto[:, mlp_cols], mcv.labels, mcv.tested)
-            m_auc, m_gain = m_auc.clone(), m_gain.clone()
-            m_auc[mlp_cols], m_gain[mlp_cols] = mcv.auc.cpu(), (mcv.auc.cpu() - mp.cpu())
+            m_auc[mlp_cols], m_gain[mlp_cols] = mcv.auc.cpu().double(), (mcv.auc.cpu() - mp.cpu()).double()
+            # the MLP's first layer, read through its mean input gradients (standardised units),
+            # averaged over folds like the logistic weights
+            G = torch.stack([p.input_gradients(X) * p._std.scale[:, None] for p in mcv.probes]).mean(0)
+            mal = axis_alignment(G.reshape(G.shape[0], -1), [dims[j] for j in mlp_cols],
+                                 [sgns[j] for j in mlp_cols])
+            m_agree[mlp_cols] = mal.sign_agreement.cpu().double()
+            m_mass[mlp_cols] = mal.mass_on_dims.cpu().double()
+            mcv.probes = []
         for j, f in enumerate(feats):
             rows.append({
                 "category": f.name, "input": inp, "n_held_out": int(cv.n_test_pos[j]),
@@ -218,6 +229,7 @@ def compare_to_catalog(cache, cat, site: str, inputs=INPUTS, folds: int = 5, *, 
                 "mlp_auc": float(m_auc[j]), "mlp_gain": float(m_gain[j]),
                 "sign_agreement": float(al.sign_agreement[j]),
                 "mass_on_dims": float(al.mass_on_dims[j]), "chance_mass": float(al.chance_mass[j]),
+                "mlp_sign_agreement": float(m_agree[j]), "mlp_mass_on_dims": float(m_mass[j]),
                 "catalog_auc": float(f.metrics.get("held_out_auc", float("nan"))),
             })
     settings = {"inputs": list(inputs), "folds": folds, "l2": l2, "seed": seed,

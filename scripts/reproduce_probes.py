@@ -1,13 +1,13 @@
 """Reproduce the paper's E4: trained probes vs the training-free sign prototypes of the catalog.
 
-    python scripts/reproduce_probes.py --model smollm2                      # logistic only
-    python scripts/reproduce_probes.py --model smollm2 --mlp 3              # + MLP on 3 categories
+    python scripts/reproduce_probes.py --model smollm2                      # logistic + MLP
+    python scripts/reproduce_probes.py --model smollm2 --mlp 0              # logistic only
     python scripts/reproduce_probes.py --model gemma3-270m --folds 3 --max-negatives 60000
 
 Needs runs/<model>/cache and runs/<model>/catalog (scripts/reproduce_reading.py builds both).
 Sites: the catalog's site with the best median held-out prototype AUC, plus --late (default: the
-site two thirds of the way through the model), unless --sites is given. Inputs: the cached ±1
-signs and raw states (one forward pass per vocabulary token, as the cache was built). Writes
+site two thirds of the way through the model), unless --sites is given; MLP probes on every
+category at the first site (--mlp). Inputs: the cached ±1 signs and raw states (one forward pass per vocabulary token, as the cache was built). Writes
 reports/<model>/probes.md, probes.json and probes.png (--name changes the stem).
 """
 
@@ -98,19 +98,20 @@ def markdown(res: dict) -> str:
               "(same rows for probe and prototype).", ""]
     L += [f"MLP: {res['mlp_note']}", "", f"![probes]({res['name']}.png)", "", "## Summary", "",
           "| site | input | prototype AUC (mean) | logistic AUC (mean) | gain mean ± std | gain median "
-          "| probe wins | sign agreement (mean) | \\|w\\| share on D (chance) | MLP gain (n) |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "| probe wins | sign agreement (mean) | \\|w\\| share on D (chance) | MLP gain (n) "
+          "| MLP sign agreement |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rep in res["reports"]:
         for inp, s in rep["summary"].items():
-            mlp = (f"{s['mlp_gain_mean']:+.3f} ± {s['mlp_gain_std']:.3f} ({s['mlp_categories']})"
-                   if "mlp_gain_mean" in s else "–")
+            mlp = (f"{s['mlp_gain_mean']:+.3f} ± {s['mlp_gain_std']:.3f} ({s['mlp_categories']}) | "
+                   f"{s['mlp_sign_agreement_mean']:.3f}" if "mlp_gain_mean" in s else "– | –")
             L.append(f"| {rep['site']} | {inp} | {s['proto_auc_mean']:.3f} | "
                      f"{s['logistic_auc_mean']:.3f} | {s['gain_mean']:+.3f} ± {s['gain_std']:.3f} | "
                      f"{s['gain_median']:+.3f} | {s['probe_wins']:.0%} | "
                      f"{s['sign_agreement_mean']:.3f} | {s['mass_on_dims_mean']:.3f} "
                      f"({s['chance_mass_mean']:.3f}) | {mlp} |")
     L.append(f"| paper (4B–32B LMs) | – | 0.975–0.993 (E3) | – | +{PAPER['gain']} | – | – | "
-             f"{PAPER['sign_agreement']} | – | {PAPER['mlp']} |")
+             f"{PAPER['sign_agreement']} | – | {PAPER['mlp']} | – |")
     L += ["", "Gain = logistic AUC − prototype AUC on the same held-out members and test "
           "negatives; ± is the std over categories. Per-fold paired gains (mean over folds) are in "
           "probes.json (`gain_fold_mean`).", ""]
@@ -130,8 +131,9 @@ def main() -> None:
     p.add_argument("--inputs", nargs="+", default=["signs", "states"])
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--l2", type=float, default=1e-3)
-    p.add_argument("--mlp", type=int, default=0,
-                   help="train MLP probes on this many categories (evenly spaced); 0 = none")
+    p.add_argument("--mlp", type=int, default=-1,
+                   help="train MLP probes on this many categories (evenly spaced) at the first "
+                        "site; -1 (default) = all, 0 = none")
     p.add_argument("--mlp-sites", nargs="*", help="sites for the MLP (default: the first site)")
     p.add_argument("--mlp-epochs", type=int, default=15)
     p.add_argument("--max-negatives", type=int, default=None)
@@ -156,14 +158,18 @@ def main() -> None:
     out = Path(args.out) / args.model
     out.mkdir(parents=True, exist_ok=True)
     mlp_kw = dict(hidden=32, max_epochs=args.mlp_epochs, patience=3, lr=3e-3)
+    n_mlp = len(cat.names) if args.mlp < 0 else args.mlp
+    mlp_arg = True if args.mlp < 0 else args.mlp
     res = {"model": args.model, "vocab": len(cache), "width": cache.width(sites[0]),
            "n_categories": len(cat.names), "folds": args.folds, "l2": args.l2,
            "max_negatives": args.max_negatives, "site_choice": choice,
            "median_proto_auc": med, "paper": PAPER, "reports": [],
-           "mlp_note": (f"one hidden layer ({mlp_kw}), on {args.mlp} categories evenly spaced in "
-                        f"catalog order, at {', '.join(mlp_sites)}, scored against the prototype on "
-                        "its own test rows (CPU cost; others: –)." if args.mlp else
-                        "not run (pass --mlp N; slow on CPU).")}
+           "mlp_note": (f"one hidden layer ({mlp_kw}), on {n_mlp} categories"
+                        f"{'' if args.mlp < 0 else ' evenly spaced in catalog order'}, at "
+                        f"{', '.join(mlp_sites)} (other sites: –), scored against the prototype on "
+                        "its own test rows; its first layer is read through its mean input "
+                        "gradients for the sign agreement." if n_mlp else
+                        "not run (--mlp 0).")}
     res["name"] = args.name
     res["command"] = "python scripts/reproduce_probes.py " + " ".join(
         a for a in os.sys.argv[1:])
@@ -171,7 +177,7 @@ def main() -> None:
         ts = time.time()
         rep = compare_to_catalog(cache, cat, site, inputs=tuple(args.inputs), folds=args.folds,
                                  model=model, l2=args.l2,
-                                 mlp=args.mlp if site in mlp_sites else False,
+                                 mlp=mlp_arg if site in mlp_sites else False,
                                  mlp_kwargs=mlp_kw, max_negatives=args.max_negatives)
         d = rep.to_dict()
         d["tables"] = {inp: rep.table(inp) for inp in args.inputs}

@@ -99,6 +99,11 @@ def test_mlp_subset_and_negative_subsample(setup):
     assert by["beta"]["mlp_auc"] > 0.9
     assert by["alpha"]["mlp_auc"] != by["alpha"]["mlp_auc"]  # NaN: no MLP for alpha
     assert rep.summary()["signs"]["mlp_categories"] == 1
+    # the planted category is axis-aligned: the MLP's mean input gradients agree in sign with
+    # the prototype on its dims and put more than chance of their mass there
+    assert by["beta"]["mlp_sign_agreement"] > 0.9
+    assert by["beta"]["mlp_mass_on_dims"] > by["beta"]["chance_mass"] + 0.05
+    assert by["alpha"]["mlp_sign_agreement"] != by["alpha"]["mlp_sign_agreement"]  # NaN
 
 
 def test_errors(setup):
