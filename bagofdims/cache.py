@@ -32,7 +32,8 @@ from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
 from . import bits
-from .capture import Capture, no_cache_kwargs
+from .capture import Capture
+from .prefix import SingleTokenInputs
 from .models import model_name, tokenizer_fingerprint, weight_fingerprint
 from .storage import SafetensorsError, atomic_dir, open_mmap, sha256, write_json
 from .sites import resolve
@@ -317,15 +318,13 @@ class SignCache:
 def _run_chunk(model, sites, ids, bos_id, batch_size, magnitudes, device, bar) -> dict:
     """Forward one chunk of tokens in batches; return packed signs (+ magnitudes) per site."""
     out: dict[str, list] = {}
-    extra = no_cache_kwargs(model)
+    inputs = SingleTokenInputs(model, bos_id, device)  # a BOS prefix is computed once
     with torch.inference_mode(), Capture(model, [s.name for s in sites], stop=True,
                                          position=-1) as cap:
         for start in range(0, len(ids), batch_size):
-            batch = ids[start:start + batch_size].to(device).unsqueeze(1)
-            if bos_id is not None:
-                batch = torch.cat([torch.full_like(batch, bos_id), batch], dim=1)
+            batch = ids[start:start + batch_size]
             # Early stop after the last site skips the LM head.
-            cap.run(input_ids=batch, attention_mask=torch.ones_like(batch), **extra)
+            cap.run(**inputs(batch))
             for s in sites:
                 value = cap[s.name]
                 if torch.isnan(value).any():

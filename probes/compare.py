@@ -117,21 +117,19 @@ def _fmt(v) -> str:
 def vocab_states(model, cache, site: str, rows=None, batch_size: int = 256) -> torch.Tensor:
     """Raw float32 states ``[len(rows), d]`` of cached vocabulary tokens at ``site``: one forward
     pass per single token (BOS first if the cache was built with it), as the cache was built."""
-    from bagofdims.capture import Capture, no_cache_kwargs
+    from bagofdims.capture import Capture
+    from bagofdims.prefix import SingleTokenInputs
 
     cache.check(model=model)
     rows = torch.arange(len(cache)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
     ids = cache.token_ids[rows]
     bos_id = cache.meta.get("bos_id") if cache.meta.get("bos") else None
-    dev = next(model.parameters()).device
-    extra = no_cache_kwargs(model)
+    inputs = SingleTokenInputs(model, bos_id)
     out = torch.empty(len(ids), cache.width(site), dtype=torch.float32)
     with torch.inference_mode(), Capture(model, [site], stop=True, position=-1) as cap:
         for s in range(0, len(ids), batch_size):
-            batch = ids[s:s + batch_size].to(dev).unsqueeze(1)
-            if bos_id is not None:
-                batch = torch.cat([torch.full_like(batch, bos_id), batch], dim=1)
-            cap.run(input_ids=batch, attention_mask=torch.ones_like(batch), **extra)
+            batch = ids[s:s + batch_size]
+            cap.run(**inputs(batch))
             out[s:s + len(batch)] = cap[site].float().reshape(len(batch), -1).cpu()
     return out
 
