@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .bits import _check_packed, _tail_mask, packed_width, unpack_signs
+from .bits import _check_packed, _matmul_dtype, _tail_mask, packed_width, unpack_signs
 
 # Score-matrix block (queries x keys) kept at about this many entries: big enough for an
 # efficient matrix product (bf16: 64 MB), few enough blocks that per-block selection overhead
@@ -38,11 +38,9 @@ def _dot_of(key: torch.Tensor) -> torch.Tensor:
 
 
 def _score_dtype(device: torch.device, d: int) -> torch.dtype:
-    if device.type == "cuda" and d <= 2048:
-        return torch.float16  # integers up to 2048 are exact in fp16
     if device.type == "cpu":
         return torch.bfloat16  # exact up to 510, checked per row (see module docstring)
-    return torch.float32
+    return _matmul_dtype(device, d)  # fp16 on CUDA (exact for d <= 2048), else fp32
 
 
 def _kth_bound(gmax: torch.Tensor, k: int, d: int) -> torch.Tensor:
@@ -123,6 +121,7 @@ class HammingIndex:
         # bf16 needs even dots: an odd width gets a constant +1 column on both sides
         self.pad = int(self.dtype == torch.bfloat16 and d % 2 == 1)
         self.keys = self._unpack(keys)
+        self._neg: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.keys.shape[0]
@@ -134,9 +133,10 @@ class HammingIndex:
     def _keys(self, largest: bool) -> torch.Tensor:
         if largest:
             return self.keys
-        neg = -self.keys  # agreement with -keys = disagreement; the pad column stays +1
-        neg[:, self.d:] = 1
-        return neg
+        if self._neg is None:  # built once: agreement with -keys = disagreement
+            self._neg = -self.keys
+            self._neg[:, self.d:] = 1  # the pad column stays +1
+        return self._neg
 
     def search_keys(self, queries: torch.Tensor, k: int, largest: bool = True) -> torch.Tensor:
         """Composite keys ``dot * 2**32 - index`` of the top-``k`` (merge-able across indexes)."""

@@ -15,6 +15,8 @@ import inspect
 import torch
 from torch import nn
 
+from .capture import no_cache_kwargs
+
 
 class SingleTokenInputs:
     """``inputs(ids)`` → keyword arguments of ``model(...)`` for the tokens ``ids`` ``[B]``.
@@ -27,7 +29,7 @@ class SingleTokenInputs:
         params = inspect.signature(model.forward).parameters
         self.device = device if device is not None else next(model.parameters()).device
         self.bos_id = bos_id
-        self.no_cache = {"use_cache": False} if "use_cache" in params else {}
+        self.no_cache = no_cache_kwargs(model)
         self.prefix, self.key = None, None
         key = next((k for k in ("cache", "past_key_values") if k in params), None)
         if bos_id is not None and key is not None and "use_cache" in params:

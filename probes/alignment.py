@@ -138,6 +138,14 @@ class AxisAlignment:
     n_dims: torch.Tensor  # [k] prototype sizes
 
 
+def mlp_weights(probe, X) -> torch.Tensor:
+    """A fitted MLPProbe's mean input gradients on ``X`` w.r.t. its standardised inputs
+    ([d, k] or [d]): the MLP's counterpart of a logistic probe's standardised weights."""
+    g = probe.input_gradients(X)  # input units; times the scale = standardised units
+    sc = probe._std.scale
+    return g * (sc[:, None] if g.ndim == 2 else sc)
+
+
 def axis_alignment(
     probe_or_weights, proto_dims, proto_signs=None, X=None
 ) -> AxisAlignment:
@@ -150,10 +158,7 @@ def axis_alignment(
             raise ValueError(
                 "an MLP probe's alignment uses its mean input gradients: pass X"
             )
-        # Gradients in input units times the scale = gradients w.r.t. standardised inputs.
-        g = probe_or_weights.input_gradients(X)
-        sc = probe_or_weights._std.scale
-        w = g * (sc[:, None] if g.ndim == 2 else sc)
+        w = mlp_weights(probe_or_weights, X)
     elif hasattr(probe_or_weights, "weights_std"):
         w = probe_or_weights.weights_std
     else:

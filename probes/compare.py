@@ -23,7 +23,7 @@ import torch
 from bagofdims import bits
 
 from ._auc import rank_auc
-from .alignment import axis_alignment
+from .alignment import axis_alignment, mlp_weights
 from .cv import cross_validate
 from .logistic import LogisticProbe
 from .mlp import MLPProbe
@@ -212,7 +212,7 @@ def compare_to_catalog(cache, cat, site: str, inputs=INPUTS, folds: int = 5, *, 
             m_auc[mlp_cols], m_gain[mlp_cols] = mcv.auc.cpu().double(), (mcv.auc.cpu() - mp.cpu()).double()
             # the MLP's first layer, read through its mean input gradients (standardised units),
             # averaged over folds like the logistic weights
-            G = torch.stack([p.input_gradients(X) * p._std.scale[:, None] for p in mcv.probes]).mean(0)
+            G = torch.stack([mlp_weights(p, X) for p in mcv.probes]).mean(0)
             mal = axis_alignment(G.reshape(G.shape[0], -1), [dims[j] for j in mlp_cols],
                                  [sgns[j] for j in mlp_cols])
             m_agree[mlp_cols] = mal.sign_agreement.cpu().double()

@@ -35,8 +35,9 @@ def default_sites(report: Path) -> list[str]:
 
 
 def measure(cache, tok, cats: str, forms: str, sites: list[str]) -> dict:
-    mapped, skipped = map_categories(load_categories(cats), tok, forms=forms)
-    row = {"set": cats, "forms": forms, "categories": len(load_categories(cats)),
+    members = load_categories(cats)
+    mapped, skipped = map_categories(members, tok, forms=forms)
+    row = {"set": cats, "forms": forms, "categories": len(members),
            "usable": len(mapped), "skipped": len(skipped), "sites": {}}
     if not mapped:
         return row

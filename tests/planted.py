@@ -46,3 +46,13 @@ def make_cache(flip_prob: float = 0.1, seed: int = 0):
 
 def categories():
     return {name: [f"w{i}" for i in rows] for name, (rows, _, _) in PLANTED.items()}
+
+
+def make_catalog(sites=("resid.*",)):
+    """The planted cache and a catalog of its categories: ``(catalog, cache, tokenizer, x)``."""
+    from bagofdims import Catalog
+
+    cache, tok, x = make_cache()
+    cat = Catalog.build(cache, categories=categories(), sites=list(sites), tokenizer=tok,
+                        progress=False)
+    return cat, cache, tok, x

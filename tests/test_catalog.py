@@ -12,9 +12,7 @@ import tiny
 
 @pytest.fixture(scope="module")
 def built():
-    cache, tok, x = planted.make_cache()
-    cat = bd.Catalog.build(cache, categories=planted.categories(), sites=["resid.*"],
-                           tokenizer=tok, progress=False)
+    cat, cache, tok, _ = planted.make_catalog()
     return cat, cache, tok
 
 

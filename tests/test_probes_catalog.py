@@ -11,9 +11,7 @@ from probes.compare import COLUMNS
 
 @pytest.fixture(scope="module")
 def setup():
-    cache, tok, x = planted.make_cache()
-    cat = bd.Catalog.build(cache, categories=planted.categories(), sites=["resid.*"],
-                           tokenizer=tok, progress=False)
+    cat, cache, _, x = planted.make_catalog()
     return cache, cat, x
 
 
