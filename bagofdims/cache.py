@@ -1,12 +1,12 @@
 """SignCache: the sign of every dimension at every site, for every vocabulary token.
 
-One forward pass per token with no context (optionally after BOS), batched, all sites in one pass,
-signs packed one bit per dimension (see :mod:`bagofdims.bits` for the bit order).
+One forward pass per token, after the model's document-start token for decoder LMs (see
+:mod:`bagofdims.prefix`) or alone, batched, all sites in one pass, signs packed one bit per dimension (see :mod:`bagofdims.bits` for the bit order).
 
 On disk a cache is a directory (DESIGN.md), written atomically (temp dir, then rename):
 
 - ``meta.json``: format version, model name, weight and tokenizer fingerprints, vocabulary size,
-  sites with their widths, input policy (``bos``), dtype, creation time, bit order, and the
+  sites with their widths, input policy (``bos``, ``bos_id``, ``bos_token``, ``bos_rule``), dtype, creation time, bit order, and the
   sha256 of each data file (checked on load);
 - ``signs.safetensors``: ``uint8 [n_tokens, ceil(width/8)]`` per site, plus ``_token_ids``
   (``int64 [n_tokens]``: the vocabulary id of each row);
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from . import bits
 from .capture import Capture
-from .prefix import SingleTokenInputs
+from .prefix import SingleTokenInputs, resolve_prefix
 from .models import model_name, tokenizer_fingerprint, weight_fingerprint
 from .storage import SafetensorsError, atomic_dir, open_mmap, sha256, write_json
 from .sites import resolve
@@ -44,11 +44,6 @@ TOKEN_IDS = "_token_ids"
 
 class CacheError(ValueError):
     """A cache directory is missing, corrupt, or does not match the model it is used with."""
-
-
-def default_bos(model) -> bool:
-    """Gemma-style models need BOS before a token; others are read without context by default."""
-    return str(getattr(model.config, "model_type", "")).startswith("gemma")
 
 
 def _vocab_size(model, tok) -> int:
@@ -165,6 +160,7 @@ class SignCache:
         sites=("resid.*", "final"),
         bos: bool | None = None,
         tokens=None,
+        bos_token: int | str | None = None,
         batch_size: int = 512,
         magnitudes: bool = False,
         checkpoint: str | os.PathLike | None = None,
@@ -173,17 +169,15 @@ class SignCache:
     ) -> "SignCache":
         """One forward pass per token (``[BOS,] token``), signs of every site packed.
 
-        ``tokens``: vocabulary ids to cache (default: the whole vocabulary). ``bos``: put BOS
-        before each token (default: only for Gemma-style models, which need it). ``checkpoint``:
-        a directory where finished chunks are kept, so an interrupted build resumes there.
+        ``tokens``: vocabulary ids to cache (default: the whole vocabulary). ``bos``: put the
+        model's document-start token before each token (default ``None``: for decoder LMs, so
+        no token sits at the position-0 attention sink; see :mod:`bagofdims.prefix`);
+        ``bos_token`` (id or token string) picks another one. ``checkpoint``: a directory where
+        finished chunks are kept, so an interrupted build resumes there.
         """
         resolved = resolve(model, sites)
         n_vocab = _vocab_size(model, tokenizer)
-        if bos is None:
-            bos = default_bos(model)
-        bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
-        if bos and bos_id is None:
-            raise ValueError("bos=True but the tokenizer has no BOS (or CLS) token; pass bos=False.")
+        bos_id, bos_rule = resolve_prefix(model, tokenizer, bos, bos_token)
         full = tokens is None
         ids = torch.arange(n_vocab) if full else torch.as_tensor(tokens, dtype=torch.int64).reshape(-1)
         if len(ids) == 0:
@@ -202,8 +196,10 @@ class SignCache:
             "full_vocab": full,
             "n_tokens": len(ids),
             "sites": {},
-            "bos": bool(bos),
-            "bos_id": bos_id if bos else None,
+            "bos": bos_id is not None,
+            "bos_id": bos_id,
+            "bos_token": tokenizer.convert_ids_to_tokens(bos_id) if bos_id is not None else None,
+            "bos_rule": bos_rule,
             "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
             "bit_order": bits.BIT_ORDER,
             "magnitudes": magnitudes,
@@ -219,7 +215,7 @@ class SignCache:
         for ci, start in enumerate(chunks):
             done = ckpt.load(ci) if ckpt else None
             if done is None:
-                done = _run_chunk(model, resolved, ids[start:start + chunk_size], bos_id if bos else None,
+                done = _run_chunk(model, resolved, ids[start:start + chunk_size], bos_id,
                                   batch_size, magnitudes, device, bar)
                 if ckpt:
                     ckpt.save(ci, done)
@@ -346,7 +342,7 @@ class _Checkpoint:
     def __init__(self, path, meta: dict):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        key = {k: meta[k] for k in ("model", "weights", "tokenizer", "n_tokens", "bos",
+        key = {k: meta[k] for k in ("model", "weights", "tokenizer", "n_tokens", "bos", "bos_id",
                                       "dtype", "magnitudes", "batch_size", "chunk_size",
                                       "tokens_sha256")}
         info = self.path / "build.json"

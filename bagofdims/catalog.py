@@ -25,6 +25,7 @@ from . import bits
 from .category_eval import evaluate_prototypes
 from .feature import Feature
 from .features import DiscoveryConfig, discover_rows, positive_rates
+from .prefix import prepended
 from .storage import atomic_dir, open_mmap
 
 FORMAT_VERSION = 1
@@ -97,6 +98,7 @@ class Catalog:
             "cache": str(cache.path) if cache.path else None, "sites": site_list,
             "config": asdict(config), "categories": categories if isinstance(categories, str) else "custom",
             "n_anchors": n_anchors, "forms": forms, "skipped": skipped,
+            "bos_id": cache.meta.get("bos_id"),
         }
         return cls(features, meta, cache=cache, tokenizer=tokenizer)
 
@@ -231,7 +233,9 @@ class Catalog:
         """Run ``text`` through the model; per token, the features that fire at ``site``.
 
         A feature fires on a token when its score reaches the feature's threshold (the 99th
-        percentile of non-member vocabulary tokens).
+        percentile of non-member vocabulary tokens). The text follows the start token the
+        cache put before each vocabulary token (``meta["bos_id"]``), if any, so no text token
+        sits at the position-0 attention sink; that start token is not listed.
         """
         from .capture import Capture
 
@@ -241,15 +245,20 @@ class Catalog:
             raise KeyError(f"No features at {site}; this catalog has sites {self.sites}.")
         model = model or self._load_model()
         tok = self.tokenizer
-        enc = tok(text, return_tensors="pt").to(next(model.parameters()).device)
+        ids = tok(text)["input_ids"]
+        start = self.meta.get("bos_id")
+        if start is not None and (not ids or ids[0] != start):
+            ids = [start] + ids
+        lead = int(bool(ids) and ids[0] in {start, prepended(tok)})
+        x = torch.tensor([ids], device=next(model.parameters()).device)
         with torch.no_grad(), Capture(model, [site], stop=True) as cap:
-            cap.run(**enc)
-        states = cap[site][0]
+            cap.run(input_ids=x, attention_mask=torch.ones_like(x))
+        states = cap[site][0, lead:]
         w = bits.feature_matrix([(f.dims, f.signs) for f in feats], states.shape[-1])
         s = bits.feature_scores(states.float().cpu(), w)
         thr = torch.tensor([f.threshold if f.threshold is not None else 1.0 for f in feats])
         out = []
-        for t, tid in enumerate(enc["input_ids"][0].tolist()):
+        for t, tid in enumerate(ids[lead:]):
             fire = (s[t] >= thr).nonzero()[:, 0]
             ranked = sorted(((feats[j].name, float(s[t, j])) for j in fire.tolist()),
                             key=lambda x: -x[1])[:top]

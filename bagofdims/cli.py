@@ -27,8 +27,10 @@ class CacheConfig:
     sites: list[str] = field(default_factory=lambda: ["resid.*", "final"],
                              metadata={"help": "site names or globs"})
     out: str = field(default="runs/smollm2/cache", metadata={"help": "cache directory to write"})
-    bos: bool | None = field(default=None, metadata={"help": "put BOS before each token "
-                                                     "(default: only for Gemma-style models)"})
+    bos: bool | None = field(default=None, metadata={"help": "put the document-start token "
+                                                     "before each token (default: for decoder LMs)"})
+    bos_token: str | None = field(default=None, metadata={"help": "that token, if not the "
+                                                          "model's own (a token string)"})
     tokens: int | None = field(default=None, metadata={"help": "cache only the first N "
                                                        "vocabulary ids (default: all)"})
     batch_size: int = field(default=512, metadata={"help": "tokens per forward pass"})
@@ -51,8 +53,8 @@ def build_cache(cfg: CacheConfig):
     model, tok = load_model(cfg.model, device=cfg.device)
     tokens = None if cfg.tokens is None else torch.arange(cfg.tokens)
     t0 = time.time()
-    cache = SignCache.build(model, tok, sites=cfg.sites, bos=cfg.bos, tokens=tokens,
-                            batch_size=cfg.batch_size, magnitudes=cfg.magnitudes,
+    cache = SignCache.build(model, tok, sites=cfg.sites, bos=cfg.bos, bos_token=cfg.bos_token,
+                            tokens=tokens, batch_size=cfg.batch_size, magnitudes=cfg.magnitudes,
                             checkpoint=out.with_name(out.name + ".partial"))
     build_s = time.time() - t0
     cache.save(out, overwrite=cfg.overwrite)
@@ -67,6 +69,12 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _prefix(meta: dict) -> str:
+    if not meta["bos"]:
+        return "each read alone"
+    return f"each after {meta.get('bos_token') or meta['bos_id']} (id {meta['bos_id']})"
+
+
 def summary(cache) -> str:
     """A short human-readable description of a cache on disk."""
     from .sites import describe
@@ -77,7 +85,7 @@ def summary(cache) -> str:
     dense = len(cache) * sum(meta["sites"].values()) * 4
     lines = [
         f"sign cache of {meta['model']} at {cache.path}",
-        f"  tokens      {len(cache):,} of a {meta['vocab_size']:,}-token vocabulary (bos={meta['bos']})",
+        f"  tokens      {len(cache):,} of a {meta['vocab_size']:,}-token vocabulary, {_prefix(meta)}",
         f"  sites       {len(meta['sites'])}: {describe(meta['sites'])}",
         f"  widths      {sorted(set(meta['sites'].values()))}",
         f"  on disk     {_size(disk)} (float32 states would take {_size(dense)}: "

@@ -1,4 +1,18 @@
-"""Forward inputs for batches of single tokens, each alone or after a BOS token.
+"""Which token starts a document for a model, and forward inputs for batches of single tokens.
+
+A decoder LM reads every token of real text after something: in pretraining, documents follow a
+document-start token. Alone at position 0 a token sits where the model keeps its attention sink,
+and its states there stop depending on the token after a few layers (SmolLM2: they collapse after
+resid.11). So by default a decoder reads each single token after its document-start token,
+found by :func:`document_start` (first rule that applies):
+
+1. ``tokenizer``: the special token the tokenizer itself puts before text (Llama, Gemma, Mistral);
+2. ``endoftext``: the vocabulary's ``<|endoftext|>``, the document separator of GPT-2, Qwen,
+   SmolLM, Pythia and Phi pretraining (an instruct model's ``bos_token`` can be a chat marker
+   instead: SmolLM2-Instruct's is ``<|im_start|>``, which is followed by a role name);
+3. ``bos`` / ``eos``: the tokenizer's declared BOS, else its EOS.
+
+Encoders (models that do not generate) read the token alone unless asked.
 
 The sign cache and the probes' raw states run one forward pass per vocabulary token. With a BOS
 first, every input is ``[BOS, token]``: the BOS part is identical for all of them, so for decoder
@@ -16,6 +30,76 @@ import torch
 from torch import nn
 
 from .capture import no_cache_kwargs
+
+DOCUMENT_SEPARATOR = "<|endoftext|>"
+
+
+def prepended(tokenizer) -> int | None:
+    """The special token id the tokenizer puts before plain text, if any."""
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    if len(with_special) > len(plain) and with_special[0] in set(tokenizer.all_special_ids):
+        return int(with_special[0])
+    return None
+
+
+# rule name -> the token id it finds (or None); tried in this order
+_START_RULES = (
+    ("tokenizer", prepended),
+    ("endoftext", lambda tok: tok.get_vocab().get(DOCUMENT_SEPARATOR)),
+    ("bos", lambda tok: tok.bos_token_id),
+    ("eos", lambda tok: tok.eos_token_id),
+)
+
+
+def document_start(tokenizer) -> tuple[int | None, str]:
+    """``(token id, rule)`` of the token that starts a document (see the module docstring)."""
+    for rule, find in _START_RULES:
+        tid = find(tokenizer)
+        if tid is not None:
+            return int(tid), rule
+    return None, "none"
+
+
+def is_decoder_lm(model: nn.Module) -> bool:
+    """True for models that generate text left to right (the ones with a position-0 sink)."""
+    can = getattr(model, "can_generate", None)
+    config = getattr(model, "config", None)
+    return bool(can is not None and can() and not getattr(config, "is_encoder_decoder", False))
+
+
+def resolve_prefix(model: nn.Module, tokenizer, bos: bool | None = None,
+                   bos_token: int | str | None = None) -> tuple[int | None, str]:
+    """``(id, rule)`` of the token to put before single tokens or texts, ``(None, ...)`` for none.
+
+    ``bos=None``: the document-start token for decoder LMs, nothing for encoders; ``True``: the
+    document-start token for any model; ``False``: nothing. ``bos_token`` (an id or a token
+    string) overrides which token.
+    """
+    if bos_token is not None:
+        if bos is False:
+            raise ValueError("bos=False contradicts bos_token=...; drop one of them.")
+        return _token_id(tokenizer, bos_token), "given"
+    if bos is False or (bos is None and not is_decoder_lm(model)):
+        return None, "off"
+    tid, rule = document_start(tokenizer)
+    if tid is None and bos:
+        raise ValueError("bos=True but the tokenizer has no BOS, EOS or <|endoftext|> token; pass "
+                         "bos_token=<id or token> or bos=False.")
+    return tid, rule
+
+
+def _token_id(tokenizer, token: int | str) -> int:
+    vocab = tokenizer.get_vocab()
+    if isinstance(token, str):
+        if token not in vocab:
+            raise ValueError(f"bos_token {token!r} is not a token of this tokenizer; pass a token "
+                             "string from its vocabulary (e.g. its bos_token) or an id.")
+        return int(vocab[token])
+    tid = int(token)
+    if not 0 <= tid < len(tokenizer):
+        raise ValueError(f"bos_token id {tid} is outside the vocabulary 0..{len(tokenizer) - 1}.")
+    return tid
 
 
 class SingleTokenInputs:

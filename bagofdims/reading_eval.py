@@ -25,6 +25,7 @@ import torch
 
 from . import bits, readers, stats
 from .capture import Capture, no_cache_kwargs
+from .prefix import prepended, resolve_prefix
 from .sites import resolve
 
 __all__ = [
@@ -49,7 +50,8 @@ def collect_states(
     max_length: int = 128,
     batch_size: int = 8,
     dtype: torch.dtype = torch.float32,
-    bos: bool = False,
+    bos: bool | None = None,
+    bos_token: int | str | None = None,
 ) -> dict:
     """States at each site for ``n_positions`` real token positions, with next-token targets.
 
@@ -57,9 +59,10 @@ def collect_states(
     "current": int64 [n], "n_texts": int, "n_positions": n}``: ``own_pred`` is the argmax of
     the model's real logits at the position, ``true_next`` the token that follows in the text,
     ``current`` the token at the position itself. Padding and each text's last token are
-    skipped, and so is a leading BOS (added by the tokenizer, or by ``bos=True``, which puts
-    BOS before every text that lacks it): without BOS the first text token sits at position 0,
-    which many models treat as an attention sink. ``texts`` defaults to the packaged Wikipedia
+    skipped, and so is a leading start token: the one the tokenizer adds, or the document-start
+    token that ``bos`` puts before every text that lacks it (the sign cache's rule, see
+    :func:`bagofdims.prefix.resolve_prefix`: by default for decoder LMs, so that no text token
+    sits at the position-0 attention sink). ``texts`` defaults to the packaged Wikipedia
     summaries.
     """
     if texts is None:
@@ -71,9 +74,8 @@ def collect_states(
     names = [s.name for s in resolve(model, sites)]
     device = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    bos_id = tok.bos_token_id
-    if bos and bos_id is None:
-        raise ValueError("bos=True but the tokenizer has no BOS token; pass bos=False.")
+    bos_id = resolve_prefix(model, tok, bos, bos_token)[0]
+    leading = {i for i in (bos_id, prepended(tok)) if i is not None}
     got = {name: [] for name in names}
     own, true, cur = [], [], []
     total, used, pending = 0, 0, []
@@ -81,7 +83,7 @@ def collect_states(
 
     def run(batch: list[list[int]]) -> None:
         lens = torch.tensor([len(x) for x in batch])
-        first = torch.tensor([int(bos_id is not None and x[0] == bos_id) for x in batch])
+        first = torch.tensor([int(x[0] in leading) for x in batch])
         width = int(lens.max())
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
         for i, x in enumerate(batch):  # loop over texts, not tokens
@@ -102,9 +104,9 @@ def collect_states(
 
     for text in texts:
         x = tok(text, truncation=True, max_length=max_length)["input_ids"]
-        if bos and (not x or x[0] != bos_id):
+        if bos_id is not None and (not x or x[0] != bos_id):
             x = [bos_id] + x[: max_length - 1]
-        skip = int(bool(x) and bos_id is not None and x[0] == bos_id)
+        skip = int(bool(x) and x[0] in leading)
         if len(x) - skip < 2:
             continue
         pending.append(x)

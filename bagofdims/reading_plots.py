@@ -87,7 +87,13 @@ def write_markdown(res: dict, out: Path) -> None:
     e1, e2, e3, e9 = res["e1"], res["e2"], res["e3"], res["e9"]
     emb = res["e3_embedding"]
     best = max(sites, key=lambda s: e3[s]["held_out_auc"]["median"])
+    picked = max(sites, key=lambda s: e3[s].get("anchor_auc", {}).get("median", 0.0))
     cfg = res["categories"]["config"]
+    inp = res.get("cache_input") or {}
+    read = ("" if not inp else
+            f", each vocabulary token read after `{inp['bos_token']}` (rule `{inp.get('bos_rule')}`, "
+            "see bagofdims.prefix), texts after it too" if inp.get("bos")
+            else ", each vocabulary token read alone")
     lines = [
         f"# Reading experiments on {res['model']}",
         "",
@@ -95,8 +101,8 @@ def write_markdown(res: dict, out: Path) -> None:
         f"({res['seconds']:.0f} s on the machine that wrote this). Vocabulary {res['vocab']:,} "
         f"tokens, width {res['width']}, {res['n_positions']} text positions (packaged Wikipedia "
         f"leads), {res['categories']['used']} categories usable "
-        f"({res['categories']['skipped']} skipped: too few single word-initial tokens). "
-        f"Discovery: `{cfg['method']}` with k = {cfg['k']} dims per feature.",
+        f"({res['categories']['skipped']} skipped: too few single word-initial tokens)"
+        f"{read}. Discovery: `{cfg['method']}` with k = {cfg['k']} dims per feature.",
         "",
         "## Summary",
         "",
@@ -105,6 +111,9 @@ def write_markdown(res: dict, out: Path) -> None:
         f"{_f(e3[best]['hard_auc']['median'])} vs other categories' members; "
         f"{e3[best]['discoverable']} of {e3[best]['n_categories']} categories reach 0.9. "
         f"Paper: {PAPER['e3']}.",
+        *([f"- **Layer picked without held-out members** (best median AUC of the anchors "
+           f"themselves): {picked}, held-out median {_f(e3[picked]['held_out_auc']['median'])} "
+           f"(hard {_f(e3[picked]['hard_auc']['median'])})."] if "anchor_auc" in e3[picked] else []),
         f"- **Embedding baseline**: the signs of the embedding matrix alone give "
         f"{_f(emb['held_out_auc']['median'])} (hard {_f(emb['hard_auc']['median'])}), "
         f"{emb['discoverable']} discoverable.",

@@ -47,6 +47,7 @@ def e3_by_site(cat: Catalog, cache, n_null: int = 20, tau: float = 0.75) -> dict
         out[site] = {
             "held_out_auc": _summary(held),
             "hard_auc": _summary(f.metrics["hard_auc"] for f in fs),
+            "anchor_auc": _summary(f.metrics["anchor_auc"] for f in fs),
             "mean_dim_auc": statistics.fmean(f.metrics["mean_dim_auc"] for f in fs),
             "discoverable": sum(h >= DISCOVERABLE for h in held),
             "n_categories": len(fs),

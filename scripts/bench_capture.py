@@ -2,15 +2,16 @@
 
     python scripts/bench_capture.py                 # SmolLM2, 16 batches of 512 tokens, 3 rounds
     python scripts/bench_capture.py --full          # also time the full-vocabulary build
-    python scripts/bench_capture.py --bos           # [BOS, token] rows (Gemma's default input)
+    python scripts/bench_capture.py --bos off       # [token] rows (default: the cache's default
+                                                    # input, [document start, token] for LMs)
 
-Baselines, each over exactly the batches the cache build runs ([token] per row, no context):
+Baselines, each over exactly the rows the cache build runs:
   lm    model(input_ids) of the causal LM: no hooks, output_hidden_states=False, use_cache=False
   base  the base model only (no LM head), same settings
 The build captures every `resid` site + `final`, packs the signs and keeps them in memory; with
-`final` captured it stops before the LM head, which is why it can beat the `lm` baseline. With
---bos the baselines run the two-token rows [BOS, token] and the build reuses the BOS key/values
-(bagofdims.prefix), so each of its forwards runs one position.
+`final` captured it stops before the LM head, which is why it can beat the `lm` baseline. With a
+start token the baselines run the two-token rows [BOS, token] and the build reuses the BOS
+key/values (bagofdims.prefix), so each of its forwards runs one position.
 Rounds alternate baseline and build so that a busy neighbour hurts both alike; medians are shown.
 """
 
@@ -24,6 +25,7 @@ import torch
 
 import bagofdims as bd
 from bagofdims.capture import no_cache_kwargs
+from bagofdims.prefix import resolve_prefix
 
 
 def _time(fn) -> float:
@@ -40,7 +42,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--full", action="store_true", help="also time the full-vocabulary build")
-    p.add_argument("--bos", action="store_true", help="BOS before every token")
+    p.add_argument("--bos", choices=("auto", "on", "off"), default="auto",
+                   help="document-start token before every token (auto: the cache's default)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -49,8 +52,10 @@ def main() -> None:
     n = args.batches * args.batch_size
     ids = torch.arange(n)
     batches = ids.to(device).reshape(args.batches, args.batch_size, 1)
-    if args.bos:
-        batches = torch.cat([torch.full_like(batches, tok.bos_token_id), batches], dim=2)
+    bos = {"auto": None, "on": True, "off": False}[args.bos]
+    bos_id = resolve_prefix(model, tok, bos)[0]
+    if bos_id is not None:
+        batches = torch.cat([torch.full_like(batches, bos_id), batches], dim=2)
     extra = no_cache_kwargs(model)
     base = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
 
@@ -64,7 +69,7 @@ def main() -> None:
         return run
 
     def build():
-        bd.SignCache.build(model, tok, sites=["resid.*", "final"], tokens=ids, bos=args.bos,
+        bd.SignCache.build(model, tok, sites=["resid.*", "final"], tokens=ids, bos=bos,
                            batch_size=args.batch_size, progress=False)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -78,7 +83,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     tps = {k: n / v for k, v in med.items()}
     print(f"{args.model} on {device} ({torch.get_num_threads()} threads), {n:,} tokens/round, "
-          f"{args.rounds} rounds, {'[BOS, token]' if args.bos else '[token]'} rows, median:")
+          f"{args.rounds} rounds, {'[BOS, token]' if bos_id is not None else '[token]'} rows, median:")
     print(f"  bare LM forward    {tps['lm']:10,.0f} tok/s")
     print(f"  bare base forward  {tps['base']:10,.0f} tok/s")
     print(f"  sign-cache build   {tps['cache']:10,.0f} tok/s   (31 sites, packed)")
@@ -86,7 +91,7 @@ def main() -> None:
     print(f"  ratio build / base forward = {tps['cache'] / tps['base']:.3f}")
     if args.full:
         t = time.perf_counter()
-        cache = bd.SignCache.build(model, tok, sites=["resid.*", "final"], bos=args.bos,
+        cache = bd.SignCache.build(model, tok, sites=["resid.*", "final"], bos=bos,
                                    batch_size=args.batch_size, progress=False)
         full = time.perf_counter() - t
         print(f"  full vocabulary ({len(cache):,} tokens) built in {full:.1f} s "

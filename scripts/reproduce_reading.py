@@ -47,7 +47,8 @@ def main() -> None:
     out_dir = Path(args.out) / args.model
     out_dir.mkdir(parents=True, exist_ok=True)
     res: dict = {"model": args.model, "sites": sites, "vocab": len(cache),
-                 "width": cache.width(sites[0])}
+                 "width": cache.width(sites[0]),
+                 "cache_input": {k: cache.meta.get(k) for k in ("bos", "bos_token", "bos_rule")}}
 
     print("E3: catalog over every site ...")
     cat = bd.Catalog.build(cache, categories=args.categories, sites=sites, tokenizer=tok)

@@ -99,13 +99,21 @@ def test_read_scores_live_states_on_a_real_forward(tmp_path):
     cats = {"lo": [f"w{i}" for i in range(3, 45)], "hi": [f"w{i}" for i in range(45, 90)]}
     cat = bd.Catalog.build(cache, categories=cats, sites=["resid.1"], tokenizer=tok,
                            n_anchors=20, n_min_held_out=5, progress=False)
+    assert cat.read("w5 w50 w7", site="resid.1", model=model)[1]["token"] == "w50"
+    for f in cat.features:
+        f.threshold = 0.0  # every feature fires, so every score is checked below
     out = cat.read("w5 w50 w7", site="resid.1", model=model)
     assert [r["token"] for r in out] == ["w5", "w50", "w7"]
+    # the text follows the cache's start token (<bos>, id 1), as the cached tokens did
+    assert cat.meta["bos_id"] == cache.meta["bos_id"] == 1
     with torch.no_grad(), bd.Capture(model, ["resid.1"]) as cap:
-        model(tok("w5 w50 w7", return_tensors="pt")["input_ids"])
+        model(torch.tensor([[1] + tok("w5 w50 w7")["input_ids"]]))
+    fired = 0
     for t, r in enumerate(out):
         for name, score in r["features"]:
             f = cat.get(name, "resid.1")
-            assert score == pytest.approx(float(f.score(cap["resid.1"][0, t])), abs=1e-6)
+            assert score == pytest.approx(float(f.score(cap["resid.1"][0, t + 1])), abs=1e-6)
             assert score >= f.threshold
+            fired += 1
+    assert fired == 3 * 2
     assert bd.hook_count(model) == 0

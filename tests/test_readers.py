@@ -148,7 +148,7 @@ TEXTS = [" ".join(f"w{(7 * i + j) % 90 + 3}" for j in range(n)) for i, n in enum
 @pytest.fixture(scope="module")
 def collected(model, tok):
     return reading_eval.collect_states(model, tok, TEXTS, ["resid.*", "final"], n_positions=30,
-                                       max_length=12, batch_size=2)
+                                       max_length=12, batch_size=2, bos=False)
 
 
 def test_collect_states_positions_and_predictions(model, tok, collected):
@@ -172,8 +172,9 @@ def test_collect_states_positions_and_predictions(model, tok, collected):
         reading_eval.collect_states(model, tok, TEXTS[:2], ["final"], n_positions=100)
 
 
-def test_collect_states_with_bos_skips_the_bos_position(model, tok):
-    got = reading_eval.collect_states(model, tok, TEXTS[:1], ["final"], n_positions=8, bos=True)
+@pytest.mark.parametrize("bos", [True, None])  # None: the default for decoder LMs
+def test_collect_states_with_bos_skips_the_bos_position(model, tok, bos):
+    got = reading_eval.collect_states(model, tok, TEXTS[:1], ["final"], n_positions=8, bos=bos)
     ids = tok(TEXTS[0])["input_ids"]
     x = torch.tensor([[tok.bos_token_id] + ids])
     with torch.no_grad(), Capture(model, ["final"]) as cap:
