@@ -1,0 +1,168 @@
+"""What a single token is read after changes its cached signs: alone vs start tokens, per layer.
+
+    python scripts/compare_inputs.py --model smollm2
+    python scripts/compare_inputs.py --model gemma3-270m --sites resid.1 resid.9 resid.17
+
+For each input policy (``alone``: the token at position 0; ``document start``: after the token
+:func:`bagofdims.prefix.document_start` picks, the cache's default for decoder LMs; ``bos_token``:
+after the tokenizer's declared BOS when that is another token, e.g. SmolLM2-Instruct's chat
+marker ``<|im_start|>``) it builds the sign cache in memory and reports per site:
+
+- **collapse**: mean fraction of signs two random vocabulary tokens share (1,024 tokens, all
+  pairs) and the fraction of dims whose sign is the same for >= 95% of them. Near 1 means the
+  site no longer tells tokens apart;
+- **E3** with the default discovery (top-32 dims from 50 anchors): median AUC of the anchors
+  themselves (what a user can check without held-out members), of held-out members vs the
+  whole vocabulary and vs the other categories' members, and how many categories reach 0.9.
+
+Writes reports/<model>/inputs.md, inputs.json and inputs.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import bagofdims as bd  # noqa: E402
+from bagofdims.prefix import document_start  # noqa: E402
+
+
+def policies(tok) -> dict[str, dict]:
+    start, _ = document_start(tok)
+    out = {"alone": {"bos": False}, "document start": {"bos": True}}
+    if tok.bos_token_id is not None and tok.bos_token_id != start:
+        out["bos_token"] = {"bos_token": int(tok.bos_token_id)}
+    return out
+
+
+def collapse(cache, site: str, rows: torch.Tensor) -> dict:
+    pm = cache.signs(site, tokens=cache.token_ids[rows]).float()
+    agree = (pm @ pm.T / pm.shape[1] + 1) / 2
+    pairs = agree[~torch.eye(len(pm), dtype=torch.bool)]
+    constant = ((pm > 0).float().mean(0) - 0.5).abs() > 0.45
+    return {"pair_agreement": float(pairs.mean()), "constant_dims": float(constant.float().mean())}
+
+
+def measure(model, tok, kwargs: dict, sites, categories: str, n_pairs: int) -> dict:
+    t0 = time.time()
+    cache = bd.SignCache.build(model, tok, sites=sites, progress=False, **kwargs)
+    rows = torch.randperm(len(cache), generator=torch.Generator().manual_seed(0))[:n_pairs]
+    cat = bd.Catalog.build(cache, categories=categories, sites=cache.sites, tokenizer=tok,
+                           progress=False)
+    per_site = {}
+    for site in cache.sites:
+        fs = cat.at(site)
+        held = [f.metrics["held_out_auc"] for f in fs]
+        per_site[site] = {
+            **collapse(cache, site, rows),
+            "anchor_auc": statistics.median(f.metrics["anchor_auc"] for f in fs),
+            "held_out_auc": statistics.median(held),
+            "hard_auc": statistics.median(f.metrics["hard_auc"] for f in fs),
+            "discoverable": sum(a >= 0.9 for a in held),
+            "n_categories": len(fs),
+        }
+    token = cache.meta.get("bos_token")
+    return {"input": f"[{token}, token]" if token else "[token]", "bos_id": cache.meta["bos_id"],
+            "rule": cache.meta.get("bos_rule"), "sites": per_site,
+            "seconds": round(time.time() - t0, 1)}
+
+
+def _best(sites: dict, key: str) -> str:
+    return max(sites, key=lambda s: sites[s][key])
+
+
+def markdown(res: dict) -> str:
+    names = list(res["policies"])
+    L = [f"# Single-token inputs on {res['model']}", "",
+         f"Regenerate: `{res['command']}` ({res['seconds']:.0f} s). Vocabulary {res['vocab']:,} "
+         f"tokens, {res['n_categories']} usable categories (default set, word-initial forms), "
+         "default discovery (top-32 dims from 50 anchors). Collapse: over "
+         f"{res['n_pairs']:,} random tokens, the mean fraction of signs two of them share and "
+         "the fraction of dims with the same sign for >= 95% of them.", "",
+         "![inputs](inputs.png)", "", "## Summary", "",
+         "| input | rule | site picked by anchor AUC | its held-out AUC (median) | best held-out "
+         "(site) | pair agreement at the last site | constant dims there |",
+         "|---|---|---|---|---|---|---|"]
+    for n in names:
+        p = res["policies"][n]
+        s = p["sites"]
+        pick, best, last = _best(s, "anchor_auc"), _best(s, "held_out_auc"), list(s)[-1]
+        L.append(f"| {n}: `{p['input']}` | {p['rule']} | {pick} | {s[pick]['held_out_auc']:.3f} | "
+                 f"{s[best]['held_out_auc']:.3f} ({best}) | {s[last]['pair_agreement']:.3f} | "
+                 f"{s[last]['constant_dims']:.3f} |")
+    L += ["", "## Per site", "",
+          "| site | " + " | ".join(f"{n}: held-out / hard / anchors / reach 0.9 / pair agr."
+                                   for n in names) + " |",
+          "|---|" + "---|" * len(names)]
+    for site in res["sites"]:
+        cells = []
+        for n in names:
+            r = res["policies"][n]["sites"][site]
+            cells.append(f"{r['held_out_auc']:.3f} / {r['hard_auc']:.3f} / {r['anchor_auc']:.3f} / "
+                         f"{r['discoverable']}/{r['n_categories']} / {r['pair_agreement']:.3f}")
+        L.append(f"| {site} | " + " | ".join(cells) + " |")
+    return "\n".join(L) + "\n"
+
+
+def plot(res: dict, path: Path) -> None:
+    sites = res["sites"]
+    x = range(len(sites))
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    for n, p in res["policies"].items():
+        s = p["sites"]
+        ax[0].plot(x, [s[k]["held_out_auc"] for k in sites], "o-", ms=3, label=f"{n} {p['input']}")
+        ax[1].plot(x, [s[k]["pair_agreement"] for k in sites], "o-", ms=3, label=f"{n} {p['input']}")
+    ax[0].set(title="E3: median held-out AUC vs vocabulary", xlabel="layer", ylabel="AUC")
+    ax[1].set(title="collapse: signs shared by two random tokens", xlabel="layer",
+              ylabel="mean agreement")
+    ax[1].axhline(0.5, c="gray", ls=":", lw=1)
+    for a in ax:
+        a.legend(fontsize=8)
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--sites", nargs="+", default=["resid.*"])
+    p.add_argument("--categories", default="default")
+    p.add_argument("--pairs", type=int, default=1024, help="random tokens for the collapse metric")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default="reports")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+    model, tok = bd.load_model(args.model, device="cpu")
+    res = {"model": args.model, "command": "python " + " ".join(map(shlex.quote, sys.argv)),
+           "vocab": len(tok), "n_pairs": args.pairs, "policies": {}}
+    for name, kwargs in policies(tok).items():
+        print(f"{name}: building the cache and the catalog ...", flush=True)
+        res["policies"][name] = measure(model, tok, kwargs, args.sites, args.categories, args.pairs)
+    first = next(iter(res["policies"].values()))
+    res["sites"] = list(first["sites"])
+    res["n_categories"] = first["sites"][res["sites"][0]]["n_categories"]
+    res["seconds"] = round(time.time() - t0, 1)
+    out = Path(args.out) / args.model
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "inputs.json").write_text(json.dumps(res, indent=1))
+    (out / "inputs.md").write_text(markdown(res))
+    plot(res, out / "inputs.png")
+    print(f"wrote {out}/inputs.md in {res['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
