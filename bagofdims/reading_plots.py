@@ -87,7 +87,8 @@ def write_markdown(res: dict, out: Path) -> None:
     e1, e2, e3, e9 = res["e1"], res["e2"], res["e3"], res["e9"]
     emb = res["e3_embedding"]
     best = max(sites, key=lambda s: e3[s]["held_out_auc"]["median"])
-    picked = max(sites, key=lambda s: e3[s].get("anchor_auc", {}).get("median", 0.0))
+    picked = max(sites, key=lambda s: e3[s]["mean_dim_auc"])  # the catalog's rule, anchors only
+    pick = res.get("e3_catalog_pick")
     cfg = res["categories"]["config"]
     inp = res.get("cache_input") or {}
     read = ("" if not inp else
@@ -111,9 +112,15 @@ def write_markdown(res: dict, out: Path) -> None:
         f"{_f(e3[best]['hard_auc']['median'])} vs other categories' members; "
         f"{e3[best]['discoverable']} of {e3[best]['n_categories']} categories reach 0.9. "
         f"Paper: {PAPER['e3']}.",
-        *([f"- **Layer picked without held-out members** (best median AUC of the anchors "
-           f"themselves): {picked}, held-out median {_f(e3[picked]['held_out_auc']['median'])} "
-           f"(hard {_f(e3[picked]['hard_auc']['median'])})."] if "anchor_auc" in e3[picked] else []),
+        f"- **Layer picked without held-out members** (highest mean per-dim AUC on the anchors): "
+        f"{picked}, held-out median {_f(e3[picked]['held_out_auc']['median'])} "
+        f"(hard {_f(e3[picked]['hard_auc']['median'])}).",
+        *([f"- **Each category at its own site** (`cat[name]`: the same anchors-only rule per "
+           f"category): held-out median {_f(pick['held_out_auc']['median'])} (hard "
+           f"{_f(pick['hard_auc']['median'])}); sites used: "
+           + ", ".join(f"{k} ×{v}" for k, v in list(pick["sites"].items())[:6])
+           + (f" and {len(pick['sites']) - 6} more" if len(pick["sites"]) > 6 else "") + "."]
+          if pick else []),
         f"- **Embedding baseline**: the signs of the embedding matrix alone give "
         f"{_f(emb['held_out_auc']['median'])} (hard {_f(emb['hard_auc']['median'])}), "
         f"{emb['discoverable']} discoverable.",

@@ -12,8 +12,9 @@ marker ``<|im_start|>``) it builds the sign cache in memory and reports per site
   pairs) and the fraction of dims whose sign is the same for >= 95% of them. Near 1 means the
   site no longer tells tokens apart;
 - **E3** with the default discovery (top-32 dims from 50 anchors): median AUC of the anchors
-  themselves (what a user can check without held-out members), of held-out members vs the
-  whole vocabulary and vs the other categories' members, and how many categories reach 0.9.
+  themselves and their mean per-dim AUC (what a user can check without held-out members), of
+  held-out members vs the whole vocabulary and vs the other categories' members, and how many
+  categories reach 0.9.
 
 Writes reports/<model>/inputs.md, inputs.json and inputs.png.
 """
@@ -66,6 +67,7 @@ def measure(model, tok, kwargs: dict, sites, categories: str, n_pairs: int) -> d
         per_site[site] = {
             **collapse(cache, site, rows),
             "anchor_auc": statistics.median(f.metrics["anchor_auc"] for f in fs),
+            "mean_dim_auc": statistics.fmean(f.metrics["mean_dim_auc"] for f in fs),
             "held_out_auc": statistics.median(held),
             "hard_auc": statistics.median(f.metrics["hard_auc"] for f in fs),
             "discoverable": sum(a >= 0.9 for a in held),
@@ -88,16 +90,19 @@ def markdown(res: dict) -> str:
          f"tokens, {res['n_categories']} usable categories (default set, word-initial forms), "
          "default discovery (top-32 dims from 50 anchors). Collapse: over "
          f"{res['n_pairs']:,} random tokens, the mean fraction of signs two of them share and "
-         "the fraction of dims with the same sign for >= 95% of them.", "",
+         "the fraction of dims with the same sign for >= 95% of them. The site picked from the "
+         "anchors is the one with the highest mean per-dim anchor AUC (the catalog's rule); "
+         "the best held-out site is shown for reference only.", "",
          "![inputs](inputs.png)", "", "## Summary", "",
-         "| input | rule | site picked by anchor AUC | its held-out AUC (median) | best held-out "
+         "| input | rule | site picked from the anchors | its held-out AUC (median) | best held-out "
          "(site) | pair agreement at the last site | constant dims there |",
          "|---|---|---|---|---|---|---|"]
     for n in names:
         p = res["policies"][n]
         s = p["sites"]
-        pick, best, last = _best(s, "anchor_auc"), _best(s, "held_out_auc"), list(s)[-1]
-        L.append(f"| {n}: `{p['input']}` | {p['rule']} | {pick} | {s[pick]['held_out_auc']:.3f} | "
+        pick, best, last = _best(s, "mean_dim_auc"), _best(s, "held_out_auc"), list(s)[-1]
+        label = p["input"].replace("|", "\\|")  # a pipe would split the table cell
+        L.append(f"| {n}: `{label}` | {p['rule']} | {pick} | {s[pick]['held_out_auc']:.3f} | "
                  f"{s[best]['held_out_auc']:.3f} ({best}) | {s[last]['pair_agreement']:.3f} | "
                  f"{s[last]['constant_dims']:.3f} |")
     L += ["", "## Per site", "",

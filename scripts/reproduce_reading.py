@@ -56,6 +56,7 @@ def main() -> None:
     res["categories"] = {"used": len(cat.names), "skipped": len(cat.meta["skipped"]),
                          "names": cat.names, "config": cat.meta["config"]}
     res["e3"] = rr.e3_by_site(cat, cache)
+    res["e3_catalog_pick"] = rr.catalog_pick(cat)
     res["e3_embedding"] = rr.embedding_baseline(model, cache, cat)
 
     print("E1/E2/E9: states on packaged English text ...")

@@ -117,3 +117,14 @@ def test_read_scores_live_states_on_a_real_forward(tmp_path):
             fired += 1
     assert fired == 3 * 2
     assert bd.hook_count(model) == 0
+
+
+def test_catalog_pick_uses_anchors_only_and_finds_the_planted_site():
+    from bagofdims.reading_report import catalog_pick
+
+    cat, *_ = planted.make_catalog()
+    for f in cat.at("resid.1"):  # were held-out numbers used, the pure-noise site would win
+        f.metrics["held_out_auc"] = 1.0
+    pick = catalog_pick(cat)
+    assert pick["sites"] == {"resid.0": 3}
+    assert pick["held_out_auc"]["n"] == 3 and pick["held_out_auc"]["median"] > 0.9
