@@ -63,8 +63,8 @@ def _block_topk(s: torch.Tensor, k: int, col0: int, d: int) -> torch.Tensor:
     is >= T; those groups (a few percent of the block) are the only ones ranked.
     """
     q, kc = s.shape
-    n_groups = min(kc, _GROUPS_PER_K * k)
-    group = kc // n_groups
+    group = kc // min(kc, _GROUPS_PER_K * k)
+    n_groups = kc // group  # leaves fewer than `group` leftover columns (always candidates)
     dev = s.device
     # local composite keys ``score * kc - column`` in int32 when they fit (half the traffic)
     kdt = torch.int32 if (d + 2) * kc < 2**31 else torch.int64
@@ -105,7 +105,8 @@ class HammingIndex:
     """Packed sign rows held ready for repeated exact top-k searches (cf. faiss ``IndexBinaryFlat``).
 
     ``HammingIndex(keys, d)`` with ``keys`` uint8 ``[m, ceil(d/8)]`` on any device; memory is
-    ``m * d`` bf16/fp16 values (56 MB for SmolLM2's 49,152 x 576). ``search(queries, k)`` returns
+    ``m * d`` bf16/fp16 values (56 MB for SmolLM2's 49,152 x 576), plus a score buffer of up to
+    ``2**25`` values (64 MB) kept after the first search. ``search(queries, k)`` returns
     ``(agreement int32 [n, k], key index int64 [n, k])``, best first, ties to the lowest index;
     ``largest=False`` gives the least-agreeing keys.
     """
@@ -122,6 +123,7 @@ class HammingIndex:
         self.pad = int(self.dtype == torch.bfloat16 and d % 2 == 1)
         self.keys = self._unpack(keys)
         self._neg: torch.Tensor | None = None
+        self._buf: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.keys.shape[0]
@@ -138,6 +140,13 @@ class HammingIndex:
             self._neg[:, self.d:] = 1  # the pad column stays +1
         return self._neg
 
+    def _scores(self, rows: int) -> torch.Tensor:
+        """The score buffer ``[rows, m]``, kept between searches: a fresh 50-100 MB output per
+        product costs as much as the product itself on CPU (the pages are faulted in anew)."""
+        if self._buf is None or self._buf.shape[0] < rows:
+            self._buf = torch.empty((rows, len(self)), dtype=self.dtype, device=self.keys.device)
+        return self._buf
+
     def search_keys(self, queries: torch.Tensor, k: int, largest: bool = True) -> torch.Tensor:
         """Composite keys ``dot * 2**32 - index`` of the top-``k`` (merge-able across indexes)."""
         n, m, d = queries.shape[0], len(self), self.d + self.pad
@@ -145,9 +154,10 @@ class HammingIndex:
         q_pm = self._unpack(queries)
         out = torch.empty((n, k), dtype=torch.int64, device=queries.device)
         qc = max(1, _BLOCK_ENTRIES // max(1, m))
+        buf = self._scores(min(n, qc))
         for q0 in range(0, n, qc):
             qb = q_pm[q0 : q0 + qc]
-            s = qb @ kp.T
+            s = torch.matmul(qb, kp.T, out=buf[: len(qb)])
             top = _block_topk(s, k, self.offset, d)
             if self.dtype == torch.bfloat16 and d > _BF16_EXACT:
                 # rows that reach the inexact bf16 range: recompute in fp32 (rare)

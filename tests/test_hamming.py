@@ -57,6 +57,11 @@ def test_index_reuse_matches_one_shot_and_chunks():
     agree = bits.agreement_popcount(q, keys, d)
     assert torch.equal(i1, _ref_topk(agree, 30))
     assert len(index) == 4000
+    # the score buffer kept between searches serves fewer queries, then the smallest side
+    a4, i4 = index.search(q[3:8], 30)
+    assert torch.equal(i4, i1[3:8]) and torch.equal(a4, a1[3:8])
+    a5, i5 = index.search(q[:9], 30, largest=False)
+    assert torch.equal(i5, _ref_topk(-agree[:9], 30)) and torch.equal(a5, agree[:9].gather(1, i5))
 
 
 def test_index_errors():
