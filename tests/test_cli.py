@@ -45,6 +45,8 @@ def test_config_dataclass_is_the_cli():
     cfg = from_args(CacheConfig, p.parse_args(["--sites", "k.1", "v.1", "--bos", "--batch-size", "7"]))
     assert cfg.sites == ["k.1", "v.1"] and cfg.bos is True and cfg.batch_size == 7
     assert from_args(CacheConfig, p.parse_args([])) == CacheConfig()
+    cfg = from_args(CacheConfig, p.parse_args(["--bos-token", "<|endoftext|>"]))
+    assert cfg.bos is None and cfg.bos_token == "<|endoftext|>"
 
 
 def test_unknown_model_names_the_fix(tmp_path):
