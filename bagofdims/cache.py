@@ -1,13 +1,14 @@
 """SignCache: the sign of every dimension at every site, for every vocabulary token.
 
 One forward pass per token, after the model's document-start token for decoder LMs (see
-:mod:`bagofdims.prefix`) or alone, batched, all sites in one pass, signs packed one bit per dimension (see :mod:`bagofdims.bits` for the bit order).
+:mod:`bagofdims.prefix`) or alone, batched, all sites in one pass, signs packed one bit per
+dimension (see :mod:`bagofdims.bits` for the bit order).
 
 On disk a cache is a directory (DESIGN.md), written atomically (temp dir, then rename):
 
 - ``meta.json``: format version, model name, weight and tokenizer fingerprints, vocabulary size,
-  sites with their widths, input policy (``bos``, ``bos_id``, ``bos_token``, ``bos_rule``), dtype, creation time, bit order, and the
-  sha256 of each data file (checked on load);
+  sites with their widths, input policy (``bos``, ``bos_id``, ``bos_token``, ``bos_rule``),
+  dtype, creation time, bit order, and the sha256 of each data file (checked on load);
 - ``signs.safetensors``: ``uint8 [n_tokens, ceil(width/8)]`` per site, plus ``_token_ids``
   (``int64 [n_tokens]``: the vocabulary id of each row);
 - ``magnitudes.safetensors`` (optional): ``float16 [n_tokens, width]`` per site.

@@ -25,7 +25,7 @@ from . import bits
 from .category_eval import evaluate_prototypes
 from .feature import Feature
 from .features import DiscoveryConfig, discover_rows, positive_rates
-from .prefix import prepended
+from .prefix import TextStart
 from .storage import atomic_dir, open_mmap
 
 FORMAT_VERSION = 1
@@ -245,11 +245,7 @@ class Catalog:
             raise KeyError(f"No features at {site}; this catalog has sites {self.sites}.")
         model = model or self._load_model()
         tok = self.tokenizer
-        ids = tok(text)["input_ids"]
-        start = self.meta.get("bos_id")
-        if start is not None and (not ids or ids[0] != start):
-            ids = [start] + ids
-        lead = int(bool(ids) and ids[0] in {start, prepended(tok)})
+        ids, lead = TextStart(tok, self.meta.get("bos_id"))(tok(text)["input_ids"])
         x = torch.tensor([ids], device=next(model.parameters()).device)
         with torch.no_grad(), Capture(model, [site], stop=True) as cap:
             cap.run(input_ids=x, attention_mask=torch.ones_like(x))

@@ -43,6 +43,25 @@ def prepended(tokenizer) -> int | None:
     return None
 
 
+class TextStart:
+    """Puts a start token before texts and says which leading position is not a text token.
+
+    ``TextStart(tokenizer, start_id)``; ``ids, lead = text_start(ids, max_length)`` returns the
+    ids with ``start_id`` first (added when missing, the text cut to ``max_length``) and
+    ``lead`` = 1 when the first id is that start token or the one the tokenizer itself
+    prepends, else 0. Shared by every reader of real text, so they all skip the same position.
+    """
+
+    def __init__(self, tokenizer, start_id: int | None):
+        self.start_id = start_id
+        self.leading = {i for i in (start_id, prepended(tokenizer)) if i is not None}
+
+    def __call__(self, ids: list[int], max_length: int | None = None) -> tuple[list[int], int]:
+        if self.start_id is not None and (not ids or ids[0] != self.start_id):
+            ids = [self.start_id] + (ids if max_length is None else ids[: max_length - 1])
+        return ids, int(bool(ids) and ids[0] in self.leading)
+
+
 # rule name -> the token id it finds (or None); tried in this order
 _START_RULES = (
     ("tokenizer", prepended),

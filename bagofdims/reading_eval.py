@@ -25,7 +25,7 @@ import torch
 
 from . import bits, readers, stats
 from .capture import Capture, no_cache_kwargs
-from .prefix import prepended, resolve_prefix
+from .prefix import TextStart, resolve_prefix
 from .sites import resolve
 
 __all__ = [
@@ -74,16 +74,16 @@ def collect_states(
     names = [s.name for s in resolve(model, sites)]
     device = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    bos_id = resolve_prefix(model, tok, bos, bos_token)[0]
-    leading = {i for i in (bos_id, prepended(tok)) if i is not None}
+    start = TextStart(tok, resolve_prefix(model, tok, bos, bos_token)[0])
     got = {name: [] for name in names}
     own, true, cur = [], [], []
     total, used, pending = 0, 0, []
     texts = iter(texts)
 
-    def run(batch: list[list[int]]) -> None:
+    def run(batch: list[tuple[list[int], int]]) -> None:
+        first = torch.tensor([lead for _, lead in batch])
+        batch = [x for x, _ in batch]
         lens = torch.tensor([len(x) for x in batch])
-        first = torch.tensor([int(x[0] in leading) for x in batch])
         width = int(lens.max())
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
         for i, x in enumerate(batch):  # loop over texts, not tokens
@@ -103,13 +103,10 @@ def collect_states(
         cur.append(ids[keep].to(device))
 
     for text in texts:
-        x = tok(text, truncation=True, max_length=max_length)["input_ids"]
-        if bos_id is not None and (not x or x[0] != bos_id):
-            x = [bos_id] + x[: max_length - 1]
-        skip = int(bool(x) and x[0] in leading)
+        x, skip = start(tok(text, truncation=True, max_length=max_length)["input_ids"], max_length)
         if len(x) - skip < 2:
             continue
-        pending.append(x)
+        pending.append((x, skip))
         used += 1
         total += len(x) - 1 - skip
         if len(pending) == batch_size or total >= n_positions:

@@ -17,6 +17,7 @@ __all__ = [
     "sign_mutual_information",
     "random_rotation",
     "mi_summary",
+    "sign_collapse",
 ]
 
 
@@ -167,6 +168,23 @@ def sign_mutual_information(x: torch.Tensor, block_rows: int = 1 << 22) -> torch
         ratio = pab / (pa * pb)
         mi += torch.where(pab > 0, pab * torch.log2(torch.where(pab > 0, ratio, 1.0)), 0.0)
     return mi.clamp_(min=0.0)
+
+
+def sign_collapse(signs: torch.Tensor, constant: float = 0.95) -> dict[str, float]:
+    """How little a site tells tokens apart: over ±1 ``signs [n, d]`` (n >= 2 rows), the mean
+    fraction of signs two different rows share (0.5 for independent fair signs, 1 when every
+    row is the same pattern) and the fraction of dims whose sign is the same in at least
+    ``constant`` of the rows."""
+    if signs.shape[0] < 2:
+        raise ValueError("sign_collapse needs at least 2 rows of signs.")
+    pm = signs.float()
+    n, d = pm.shape
+    total = pm.sum(0)
+    # sum over pairs i != j of <s_i, s_j> = |sum s|^2 - n * d, without the n x n matrix
+    mean_dot = (total.square().sum() - n * d) / (n * (n - 1))
+    share = (pm > 0).float().mean(0)
+    return {"pair_agreement": float((mean_dot / d + 1) / 2),
+            "constant_dims": float(((share - 0.5).abs() >= constant - 0.5).float().mean())}
 
 
 def random_rotation(

@@ -46,14 +46,6 @@ def policies(tok) -> dict[str, dict]:
     return out
 
 
-def collapse(cache, site: str, rows: torch.Tensor) -> dict:
-    pm = cache.signs(site, tokens=cache.token_ids[rows]).float()
-    agree = (pm @ pm.T / pm.shape[1] + 1) / 2
-    pairs = agree[~torch.eye(len(pm), dtype=torch.bool)]
-    constant = ((pm > 0).float().mean(0) - 0.5).abs() > 0.45
-    return {"pair_agreement": float(pairs.mean()), "constant_dims": float(constant.float().mean())}
-
-
 def measure(model, tok, kwargs: dict, sites, categories: str, n_pairs: int) -> dict:
     t0 = time.time()
     cache = bd.SignCache.build(model, tok, sites=sites, progress=False, **kwargs)
@@ -65,7 +57,7 @@ def measure(model, tok, kwargs: dict, sites, categories: str, n_pairs: int) -> d
         fs = cat.at(site)
         held = [f.metrics["held_out_auc"] for f in fs]
         per_site[site] = {
-            **collapse(cache, site, rows),
+            **bd.stats.sign_collapse(cache.signs(site, tokens=cache.token_ids[rows])),
             "anchor_auc": statistics.median(f.metrics["anchor_auc"] for f in fs),
             "mean_dim_auc": statistics.fmean(f.metrics["mean_dim_auc"] for f in fs),
             "held_out_auc": statistics.median(held),

@@ -117,3 +117,22 @@ def test_mi_is_finite_and_zero_for_constant_sign_dims():
     mi = stats.sign_mutual_information(x)
     assert torch.isfinite(mi).all()
     assert mi[2].abs().max() == 0 and mi[:, 4].abs().max() == 0
+
+
+def test_sign_collapse_matches_all_pairs_and_spots_constant_dims():
+    g = torch.Generator().manual_seed(0)
+    s = torch.where(torch.rand(40, 16, generator=g) > 0.5, 1, -1).to(torch.int8)
+    s[:, :4] = 1  # four dims with one sign everywhere
+    s[0, 4] = -1
+    s[1:, 4] = 1  # 39 of 40 = 97.5% positive: constant at 0.95, not at 0.99
+    pm = s.float()
+    agree = (pm @ pm.T / 16 + 1) / 2
+    want = float(agree[~torch.eye(40, dtype=torch.bool)].mean())
+    got = stats.sign_collapse(s)
+    assert got["pair_agreement"] == pytest.approx(want, abs=1e-6)
+    assert got["constant_dims"] == pytest.approx(5 / 16)
+    assert stats.sign_collapse(s, constant=0.99)["constant_dims"] == pytest.approx(4 / 16)
+    same = s[:1].expand(5, -1)
+    assert stats.sign_collapse(same)["pair_agreement"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        stats.sign_collapse(s[:1])
