@@ -7,16 +7,17 @@
 >>> cache = bd.SignCache.build(model, tok, sites=["resid.*", "final"])
 """
 
-from .capture import Capture, StopForward, active_hooks, hook_count
-from .cache import CacheError, SignCache
-from .models import EMBEDDED, ModelNotAvailable, load_model
-from .sites import UnknownSite, all_sites, resolve
-from .feature import Feature
-from .features import DiscoveryConfig, discover, discover_unsupervised
-from .catalog import Catalog, CatalogError
-from .interventions import SignFlip, active_interventions, sign_flip
-from .effects import flip_effect, specificity_matrix
-from . import bits, stats
+from bagofdims.capture import Capture, StopForward, active_hooks, hook_count
+from bagofdims.signs.cache import CacheError, SignCache
+from bagofdims.models import EMBEDDED, ModelNotAvailable, load_model
+from bagofdims.sites import UnknownSite, all_sites, resolve
+from bagofdims.features.feature import Feature
+from bagofdims.features.discovery import DiscoveryConfig, discover, discover_unsupervised
+from bagofdims.catalog import Catalog, CatalogError
+from bagofdims.steering.interventions import SignFlip, active_interventions, sign_flip
+from bagofdims.steering.effects import flip_effect, specificity_matrix
+from bagofdims.signs import bits
+from bagofdims import stats
 
 __version__ = "0.1.0"
 

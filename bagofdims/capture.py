@@ -17,7 +17,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from .sites import Site, resolve
+from bagofdims.sites import Site, resolve
 
 
 def register_site_hook(module: nn.Module, on: str, hook):

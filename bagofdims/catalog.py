@@ -21,12 +21,12 @@ import torch
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from . import bits
-from .category_eval import evaluate_prototypes
-from .feature import Feature
-from .features import DiscoveryConfig, discover_rows, positive_rates
-from .prefix import TextStart
-from .storage import atomic_dir, open_mmap
+from bagofdims.signs import bits
+from bagofdims.features.evaluation import evaluate_prototypes
+from bagofdims.features.feature import Feature
+from bagofdims.features.discovery import DiscoveryConfig, discover_rows, positive_rates
+from bagofdims.inputs import TextStart
+from bagofdims.storage import atomic_dir, open_mmap
 
 FORMAT_VERSION = 1
 
@@ -61,7 +61,7 @@ class Catalog:
         :func:`bagofdims.categories.single_token_forms`); categories with too few are reported
         in ``meta["skipped"]`` (and printed), never dropped silently.
         """
-        from .categories import load_categories, map_categories
+        from bagofdims.categories import load_categories, map_categories
 
         config = config or DiscoveryConfig()
         tokenizer = tokenizer or _load_tok(cache)
@@ -167,7 +167,7 @@ class Catalog:
     @property
     def cache(self):
         if self._cache is None:
-            from .cache import SignCache
+            from bagofdims.signs.cache import SignCache
 
             if not self.meta.get("cache"):
                 raise CatalogError("This catalog has no cache attached; pass cache= to load().")
@@ -237,7 +237,7 @@ class Catalog:
         cache put before each vocabulary token (``meta["bos_id"]``), if any, so no text token
         sits at the position-0 attention sink; that start token is not listed.
         """
-        from .capture import Capture
+        from bagofdims.capture import Capture
 
         site = site or self.sites[len(self.sites) // 2]
         feats = self.at(site)
@@ -263,7 +263,7 @@ class Catalog:
 
     def _load_model(self):
         if self._model is None:
-            from .models import load_model
+            from bagofdims.models import load_model
 
             self._model, tok = load_model(self.model_name)
             self._tokenizer = self._tokenizer or tok
@@ -281,7 +281,7 @@ class Catalog:
 
     def check_model(self, model) -> None:
         """Raise unless ``model`` is the one this catalog was built for."""
-        from .models import weight_fingerprint
+        from bagofdims.models import weight_fingerprint
 
         if weight_fingerprint(model) != self.meta["weights"]:
             raise CatalogError(
@@ -354,7 +354,7 @@ class Catalog:
 
 
 def _load_tok(cache):
-    from .models import load_tokenizer
+    from bagofdims.models import load_tokenizer
 
     return load_tokenizer(cache.model_name)
 

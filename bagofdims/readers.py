@@ -5,9 +5,9 @@ Everything is batched and runs on the device of the states given.
 - :func:`score_features`: agreement fraction of states with sign-pattern features.
 - :func:`hamming_readout` / :func:`hamming_ranks`: decoder-free next-token readout. Vocabulary
   tokens are ranked by how many sign bits of their cached pattern (from a
-  :class:`~bagofdims.cache.SignCache`, or the unembedding rows' signs from
+  :class:`~bagofdims.signs.cache.SignCache`, or the unembedding rows' signs from
   :func:`unembedding_signs`) agree with the state's signs. Ties go to the lowest key row, as in
-  :func:`bagofdims.bits.hamming_topk`.
+  :func:`bagofdims.signs.hamming.hamming_topk`.
 - :func:`sign_lm_head`: the model's own LM head applied to the signs of the final hidden state
   (all dims, only the largest-magnitude dims, or signs scaled by a per-dim magnitude).
 """
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from . import bits
-from .feature import Feature
+from bagofdims.signs import bits, hamming
+from bagofdims.features.feature import Feature
 
 __all__ = [
     "MODES",
@@ -46,7 +46,7 @@ def _as_packed(states: torch.Tensor, d: int | None = None) -> tuple[torch.Tensor
     if states.dtype == torch.uint8:
         if d is None:
             raise ValueError("packed uint8 states need the unpacked width d; pass d=.")
-        bits._check_packed(states, d, "states")
+        bits.check_packed(states, d, "states")
         return states, d
     if d is not None and states.shape[-1] != d:
         raise ValueError(f"states have width {states.shape[-1]} but the keys have d={d}; use "
@@ -81,7 +81,7 @@ def score_features(states: torch.Tensor, features: Sequence[Feature]) -> torch.T
         f.check_width(d)
     w = bits.feature_matrix([(f.dims, f.signs) for f in features], d, device=states.device)
     if packed:
-        bits._check_packed(states, d, "states")
+        bits.check_packed(states, d, "states")
     return bits.feature_scores(states, w)
 
 
@@ -101,7 +101,7 @@ def hamming_readout(
     """
     q, d = _as_packed(states, d)
     keys = keys_packed.to(q.device)
-    agree, rows = bits.hamming_topk(q, keys, d, k)
+    agree, rows = hamming.hamming_topk(q, keys, d, k)
     ids = rows if token_ids is None else token_ids.to(rows.device)[rows]
     return agree.to(torch.float32) / d, ids
 
@@ -122,7 +122,7 @@ def hamming_ranks(
     """
     q, d = _as_packed(states, d)
     keys = keys_packed.to(q.device)
-    bits._check_packed(keys, d, "keys_packed")
+    bits.check_packed(keys, d, "keys_packed")
     t_all = torch.as_tensor(target_rows, dtype=torch.int64, device=q.device)
     single = t_all.dim() == 1
     t_all = t_all.reshape(t_all.shape[0], -1)

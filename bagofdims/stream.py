@@ -20,9 +20,9 @@ import torch
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from .capture import Capture, no_cache_kwargs
-from .models import model_name, weight_fingerprint
-from .storage import open_mmap, write_json
+from bagofdims.capture import Capture, no_cache_kwargs
+from bagofdims.models import model_name, weight_fingerprint
+from bagofdims.storage import open_mmap, write_json
 
 INDEX = "index.json"
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bagofdims import bits
+from bagofdims.signs import bits
 
 from ._auc import rank_auc
 from .alignment import axis_alignment, mlp_weights
@@ -118,7 +118,7 @@ def vocab_states(model, cache, site: str, rows=None, batch_size: int = 256) -> t
     """Raw float32 states ``[len(rows), d]`` of cached vocabulary tokens at ``site``: one forward
     pass per single token (BOS first if the cache was built with it), as the cache was built."""
     from bagofdims.capture import Capture
-    from bagofdims.prefix import SingleTokenInputs
+    from bagofdims.inputs import SingleTokenInputs
 
     cache.check(model=model)
     rows = torch.arange(len(cache)) if rows is None else torch.as_tensor(rows, dtype=torch.long)

@@ -11,7 +11,7 @@ Baselines, each over exactly the rows the cache build runs:
 The build captures every `resid` site + `final`, packs the signs and keeps them in memory; with
 `final` captured it stops before the LM head, which is why it can beat the `lm` baseline. With a
 start token the baselines run the two-token rows [BOS, token] and the build reuses the BOS
-key/values (bagofdims.prefix), so each of its forwards runs one position.
+key/values (bagofdims.inputs), so each of its forwards runs one position.
 Rounds alternate baseline and build so that a busy neighbour hurts both alike; medians are shown.
 """
 
@@ -25,7 +25,7 @@ import torch
 
 import bagofdims as bd
 from bagofdims.capture import no_cache_kwargs
-from bagofdims.prefix import resolve_prefix
+from bagofdims.inputs import resolve_prefix
 
 
 def _time(fn) -> float:

@@ -1,4 +1,4 @@
-"""Benchmark the Hamming readers in bagofdims.bits against faiss, measured in the same run.
+"""Benchmark the Hamming readers in bagofdims.signs.bits against faiss, measured in the same run.
 
     python scripts/bench_readers.py                 # 1 and 2 threads, default sizes
     python scripts/bench_readers.py --threads 1 --queries 256
@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bagofdims import bits
+from bagofdims.signs import bits, hamming
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -84,11 +84,11 @@ def bench_topk(args: argparse.Namespace, threads: int) -> None:
         print("  faiss not installed: no baseline (pip install bagofdims[fast])")
 
     # like faiss's index, ours is built once outside the timed search (it unpacks the keys)
-    index = bits.HammingIndex(k_bits, args.dim)
+    index = hamming.HammingIndex(k_bits, args.dim)
     t, (vals, idx) = best_time(lambda: index.search(q_bits, args.k), args.repeats)
-    results["bits.HammingIndex.search"] = t
-    results["bits.hamming_topk (one-shot: unpacks keys too)"] = best_time(
-        lambda: bits.hamming_topk(q_bits, k_bits, args.dim, args.k), args.repeats)[0]
+    results["hamming.HammingIndex.search"] = t
+    results["hamming.hamming_topk (one-shot: unpacks keys too)"] = best_time(
+        lambda: hamming.hamming_topk(q_bits, k_bits, args.dim, args.k), args.repeats)[0]
 
     qf = bits.unpack_signs(q_bits, args.dim, torch.float32)
     kf = bits.unpack_signs(k_bits, args.dim, torch.float32)

@@ -16,8 +16,8 @@ import time
 import torch
 
 import bagofdims as bd
-from bagofdims.feature import Feature
-from bagofdims.interventions import sign_flip
+from bagofdims.features.feature import Feature
+from bagofdims.steering.interventions import sign_flip
 
 PROMPT = "Here is a list of animals: dog, cat, horse, and"
 

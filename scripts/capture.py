@@ -2,7 +2,7 @@
 
 import sys
 
-from bagofdims.cli import main
+from bagofdims.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["capture", *sys.argv[1:]]))

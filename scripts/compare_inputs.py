@@ -4,7 +4,7 @@
     python scripts/compare_inputs.py --model gemma3-270m --sites resid.1 resid.9 resid.17
 
 For each input policy (``alone``: the token at position 0; ``document start``: after the token
-:func:`bagofdims.prefix.document_start` picks, the cache's default for decoder LMs; ``bos_token``:
+:func:`bagofdims.inputs.document_start` picks, the cache's default for decoder LMs; ``bos_token``:
 after the tokenizer's declared BOS when that is another token, e.g. SmolLM2-Instruct's chat
 marker ``<|im_start|>``) it builds the sign cache in memory and reports per site:
 
@@ -35,7 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import bagofdims as bd  # noqa: E402
-from bagofdims.prefix import document_start  # noqa: E402
+from bagofdims.inputs import document_start  # noqa: E402
 
 
 def policies(tok) -> dict[str, dict]:

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 import bagofdims as bd
-from bagofdims.effects import LABELS, flip_effect, specificity_matrix
-from bagofdims.tracing import kv_survival, random_init_copy, writer_controls
+from bagofdims.steering.effects import LABELS, flip_effect, specificity_matrix
+from bagofdims.steering.tracing import kv_survival, random_init_copy, writer_controls
 
 PREFERRED = ["vertebrate", "country", "city", "body_part", "element_symbol", "male_name",
              "female_name", "surname", "state_province", "vascular_plant", "container", "unit",
@@ -116,7 +116,7 @@ def run_e7(model, tok, cat, layers, n_concepts: int, n_prompts: int, seed: int) 
 
 def control_diagnostics(model, tok, cat, effects, site: str) -> dict:
     """Which control draws hit a massive-activation dim (mean |x| > 20x the site's median)."""
-    from bagofdims.interventions import sign_flip
+    from bagofdims.steering.interventions import sign_flip
 
     rows = {}
     for e in effects:

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 import bagofdims as bd
-from bagofdims import reading_eval as ev
-from bagofdims import reading_report as rr
+from experiments import reading_eval as ev
+from experiments import reading_report as rr
 from bagofdims.text import english_documents
 
 
@@ -75,7 +75,7 @@ def main() -> None:
     res["e8"] = rr.e8_unsupervised(cache, e8_sites, n_seeds=args.seeds, tokenizer=tok)
     res["seconds"] = round(time.time() - t0, 1)
     (out_dir / "reading.json").write_text(json.dumps(res, indent=1))
-    from bagofdims.reading_plots import write_markdown, write_plots
+    from experiments.reading_plots import write_markdown, write_plots
 
     write_plots(res, out_dir)
     write_markdown(res, out_dir)

@@ -12,10 +12,10 @@ from .model import BowsModel
 
 def _bagofdims():
     try:
-        from bagofdims.bits import agreement, pack_signs
+        from bagofdims.signs.bits import agreement, pack_signs
         from bagofdims.stats import mi_summary
     except ImportError as exc:
-        raise ImportError("the bridge needs bagofdims.bits (pack_signs, agreement) and "
+        raise ImportError("the bridge needs bagofdims.signs.bits (pack_signs, agreement) and "
                           "bagofdims.stats (mi_summary); install the full bagofdims package") from exc
     return pack_signs, agreement, mi_summary
 

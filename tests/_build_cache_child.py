@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import tiny  # noqa: E402
 
-from bagofdims import cache as cache_mod  # noqa: E402
+from bagofdims.signs import cache as cache_mod  # noqa: E402
 
 out, ckpt, kill_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if kill_after:

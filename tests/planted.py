@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bagofdims import bits
-from bagofdims.cache import TOKEN_IDS, SignCache
+from bagofdims.signs import bits
+from bagofdims.signs.cache import TOKEN_IDS, SignCache
 from bagofdims.models import tokenizer_fingerprint
 
 import tiny

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from bagofdims import bits
+from bagofdims.signs import bits, hamming
 
 
 def _ref_agreement(x, y):
@@ -87,7 +87,7 @@ def test_hamming_topk_exact_with_ties(largest, d, n, m, k, chunk):
     keys[m // 2 : m // 2 + 10] = keys[3]  # exact duplicates: ties resolved by lowest index
     keys[m // 3] = q[0]  # an exact match
     agree = bits.agreement_popcount(q, keys, d)
-    vals, idx = bits.hamming_topk(q, keys, d, k, chunk=chunk, largest=largest)
+    vals, idx = hamming.hamming_topk(q, keys, d, k, chunk=chunk, largest=largest)
     want = _ref_topk(agree, k, largest)
     assert vals.dtype == torch.int32 and idx.dtype == torch.int64
     assert torch.equal(idx, want)
@@ -100,12 +100,12 @@ def test_hamming_topk_errors_and_empty():
     q = torch.zeros(3, 2, dtype=torch.uint8)
     keys = torch.zeros(5, 2, dtype=torch.uint8)
     with pytest.raises(ValueError, match="k=6"):
-        bits.hamming_topk(q, keys, 16, 6)
+        hamming.hamming_topk(q, keys, 16, 6)
     with pytest.raises(ValueError, match="needs 3"):
-        bits.hamming_topk(q, keys, 24, 1)
+        hamming.hamming_topk(q, keys, 24, 1)
     with pytest.raises(TypeError, match="uint8"):
-        bits.hamming_topk(q.float(), keys, 16, 1)
-    v, i = bits.hamming_topk(q[:0], keys, 16, 2)
+        hamming.hamming_topk(q.float(), keys, 16, 1)
+    v, i = hamming.hamming_topk(q[:0], keys, 16, 2)
     assert v.shape == (0, 2) and i.shape == (0, 2)
 
 
@@ -115,8 +115,8 @@ def test_hamming_topk_faiss_backend_same_values():
     d = 100
     q = torch.randint(0, 256, (20, 13), dtype=torch.uint8, generator=g)
     keys = torch.randint(0, 256, (500, 13), dtype=torch.uint8, generator=g)
-    vals, _ = bits.hamming_topk(q, keys, d, 10)
-    fv, fi = bits.hamming_topk(q, keys, d, 10, backend="faiss")
+    vals, _ = hamming.hamming_topk(q, keys, d, 10)
+    fv, fi = hamming.hamming_topk(q, keys, d, 10, backend="faiss")
     assert torch.equal(fv, vals)  # padding bits (random here) are masked before faiss
     assert torch.equal(bits.agreement_popcount(q, keys, d).gather(1, fi), fv)
 

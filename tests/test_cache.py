@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bagofdims as bd
-from bagofdims.cache import CacheError
+from bagofdims.signs.cache import CacheError
 
 import tiny
 

@@ -120,7 +120,7 @@ def test_read_scores_live_states_on_a_real_forward(tmp_path):
 
 
 def test_catalog_pick_uses_anchors_only_and_finds_the_planted_site():
-    from bagofdims.reading_report import catalog_pick
+    from experiments.reading_report import catalog_pick
 
     cat, *_ = planted.make_catalog()
     for f in cat.at("resid.1"):  # were held-out numbers used, the pure-noise site would win

@@ -1,7 +1,7 @@
 import pytest
 
 import bagofdims as bd
-from bagofdims.cli import CacheConfig, main
+from bagofdims.cli.main import CacheConfig, main
 from bagofdims.config import add_arguments, from_args
 from bagofdims.models import ModelNotAvailable, load_model
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import bagofdims as bd
-from bagofdims.features import DiscoveryConfig, dim_auc, discover_rows, positive_rates
+from bagofdims.features.discovery import DiscoveryConfig, dim_auc, discover_rows, positive_rates
 
 import planted
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from bagofdims import bits
-from bagofdims.hamming import HammingIndex, hamming_topk
+from bagofdims.signs import bits
+from bagofdims.signs.hamming import HammingIndex, hamming_topk
 
 
 def _ref_topk(agree, k, largest=True):
@@ -29,7 +29,7 @@ def test_near_duplicates_beyond_the_bf16_exact_range(d, largest):
     q = bits.pack_signs(torch.randn(12, d, generator=g))
     keys = bits.pack_signs(torch.randn(3000, d, generator=g))
     # for each query, keys at Hamming distance 0..(2 per step) from it (or from its complement)
-    src = q if largest else (~q) & bits._tail_mask(d, q.device)
+    src = q if largest else (~q) & bits.tail_mask(d, q.device)
     near = torch.stack([_flip(src[i % len(q)], j, d, g) for i in range(len(q)) for j in (0, 1, 2, 3, 5, 7, 9)])
     keys = torch.cat([keys[:1000], near, keys[1000:]])
     assert keys.shape[1] == nb

@@ -5,8 +5,8 @@ import torch
 
 import tiny
 from bagofdims import Capture, hook_count
-from bagofdims.feature import Feature
-from bagofdims.interventions import active_interventions, flip_values, sign_flip
+from bagofdims.features.feature import Feature
+from bagofdims.steering.interventions import active_interventions, flip_values, sign_flip
 
 SITE = "resid.1"
 
@@ -230,11 +230,11 @@ def test_bad_input_names_the_fix(llama):
     assert hook_count(llama) == 0
 
 
-# -- flip_effect / specificity (bagofdims.effects) ----------------------------------------------
+# -- flip_effect / specificity (bagofdims.steering.effects) ----------------------------------------------
 def _tiny_catalog(model, tok):
-    from bagofdims.cache import SignCache
+    from bagofdims.signs.cache import SignCache
     from bagofdims.catalog import Catalog
-    from bagofdims.features import DiscoveryConfig
+    from bagofdims.features.discovery import DiscoveryConfig
 
     cache = SignCache.build(model, tok, sites=["resid.*"], progress=False)
     cats = {"low": [f"w{i}" for i in range(3, 30)], "mid": [f"w{i}" for i in range(30, 60)],
@@ -244,7 +244,7 @@ def _tiny_catalog(model, tok):
 
 
 def test_next_token_mass_ignores_padding_side(llama):
-    from bagofdims.effects import next_token_mass
+    from bagofdims.steering.effects import next_token_mass
 
     tok = tiny.tokenizer()
     prompts, sets = ["w5 w6 w7 w8", "w9 w10"], [torch.arange(3, 20), torch.tensor([40, 41])]
@@ -259,7 +259,7 @@ def test_next_token_mass_ignores_padding_side(llama):
 
 
 def test_flip_effect_matches_manual_flip_and_controls_reported(llama):
-    from bagofdims.effects import concept_tokens, flip_effect, next_token_mass, specificity_matrix
+    from bagofdims.steering.effects import concept_tokens, flip_effect, next_token_mass, specificity_matrix
 
     tok = tiny.tokenizer()
     cat = _tiny_catalog(llama, tok)
@@ -287,7 +287,7 @@ def test_flip_effect_matches_manual_flip_and_controls_reported(llama):
 
 
 def test_steer_side_by_side(llama, capsys):
-    from bagofdims.steer_cli import SteerConfig, format_result, steer, steer_main
+    from bagofdims.cli.steer import SteerConfig, format_result, steer, steer_main
 
     tok = tiny.tokenizer()
     cat = _tiny_catalog(llama, tok)

@@ -3,7 +3,7 @@ import torch
 
 import tiny
 from bagofdims.capture import Capture
-from bagofdims.prefix import SingleTokenInputs, document_start, is_decoder_lm, resolve_prefix
+from bagofdims.inputs import SingleTokenInputs, document_start, is_decoder_lm, resolve_prefix
 
 SITES = ["resid.0", "resid.2"]
 

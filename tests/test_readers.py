@@ -5,10 +5,14 @@ import pytest
 import tiny
 import torch
 
-from bagofdims import bits, readers, reading_eval, stats
-from bagofdims.cache import SignCache
+from bagofdims import readers, stats
+
+from bagofdims.signs import bits
+
+from experiments import reading_eval
+from bagofdims.signs.cache import SignCache
 from bagofdims.capture import Capture
-from bagofdims.feature import Feature
+from bagofdims.features.feature import Feature
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bagofdims as bd
-from bagofdims.prefix import resolve_prefix
+from bagofdims.inputs import resolve_prefix
 
 pytestmark = [
     pytest.mark.real,

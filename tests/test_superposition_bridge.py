@@ -6,7 +6,7 @@ import torch
 from superposition.model import BowsModel
 
 pytest.importorskip("bagofdims.stats")
-pytest.importorskip("bagofdims.bits")
+pytest.importorskip("bagofdims.signs.bits")
 
 from superposition.bridge import hamming_recall, sign_structure  # noqa: E402
 

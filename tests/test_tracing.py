@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import tiny
-from bagofdims.cache import SignCache
-from bagofdims.feature import Feature
-from bagofdims.tracing import (down_proj, ffn_writers, gaussian_like, kv_survival,
+from bagofdims.signs.cache import SignCache
+from bagofdims.features.feature import Feature
+from bagofdims.steering.tracing import (down_proj, ffn_writers, gaussian_like, kv_survival,
                                random_init_copy, writer_controls)
 
 

@@ -29,8 +29,9 @@ __all__ = [
     "popcount",
     "agreement",
     "agreement_popcount",
-    "hamming_topk",
-    "HammingIndex",
+    "check_packed",
+    "tail_mask",
+    "matmul_dtype",
     "masked_agreement",
     "feature_matrix",
     "feature_masks",
@@ -68,7 +69,7 @@ def pack_signs(x: torch.Tensor) -> torch.Tensor:
 
 def unpack_signs(packed: torch.Tensor, d: int, dtype: torch.dtype = torch.int8) -> torch.Tensor:
     """Unpack ``uint8 [..., B]`` into ±1 of ``dtype``, shape ``[..., d]`` (padding dropped)."""
-    _check_packed(packed, d, "packed")
+    check_packed(packed, d, "packed")
     # one table lookup per byte (256 x 8 table of ±1) is ~3x faster than shift/and/scale
     table = _SIGN_TABLE.to(device=packed.device, dtype=dtype)
     out = torch.nn.functional.embedding(packed.long(), table) if dtype.is_floating_point \
@@ -93,7 +94,7 @@ def popcount(t: torch.Tensor) -> torch.Tensor:
     return counts.reshape(*t.shape, width).sum(-1, dtype=torch.uint8)
 
 
-def _check_packed(t: torch.Tensor, d: int, name: str) -> None:
+def check_packed(t: torch.Tensor, d: int, name: str) -> None:
     if t.dtype != torch.uint8:
         raise TypeError(f"{name} must be uint8 packed signs (see pack_signs), got {t.dtype}.")
     if d < 0 or t.shape[-1] != packed_width(d):
@@ -103,7 +104,7 @@ def _check_packed(t: torch.Tensor, d: int, name: str) -> None:
         )
 
 
-def _tail_mask(d: int, device: torch.device) -> torch.Tensor:
+def tail_mask(d: int, device: torch.device) -> torch.Tensor:
     """Per-byte mask that keeps only the first d bits of a packed row."""
     mask = torch.full((packed_width(d),), 0xFF, dtype=torch.uint8, device=device)
     if d % 8:
@@ -125,7 +126,7 @@ def _fast_fp32_matmul(device: torch.device) -> Iterator[None]:
         torch.set_float32_matmul_precision(old)
 
 
-def _matmul_dtype(device: torch.device, d: int) -> torch.dtype:
+def matmul_dtype(device: torch.device, d: int) -> torch.dtype:
     if device.type == "cuda" and d <= 2048:
         return torch.float16  # integers up to 2048 are exact in fp16
     return torch.float32
@@ -133,9 +134,9 @@ def _matmul_dtype(device: torch.device, d: int) -> torch.dtype:
 
 def agreement_popcount(a: torch.Tensor, b: torch.Tensor, d: int) -> torch.Tensor:
     """Reference kernel: XOR + popcount. ``int32 [n, m]``; padding bits are masked off."""
-    _check_packed(a, d, "a")
-    _check_packed(b, d, "b")
-    mask = _tail_mask(d, a.device)
+    check_packed(a, d, "a")
+    check_packed(b, d, "b")
+    mask = tail_mask(d, a.device)
     a = a & mask
     b = b & mask
     n, m = a.shape[0], b.shape[0]
@@ -158,9 +159,9 @@ def agreement(a: torch.Tensor, b: torch.Tensor, d: int) -> torch.Tensor:
 
     Computed with a ±1 matrix product on ``a``'s device (see the module docstring).
     """
-    _check_packed(a, d, "a")
-    _check_packed(b, d, "b")
-    dt = _matmul_dtype(a.device, d)
+    check_packed(a, d, "a")
+    check_packed(b, d, "b")
+    dt = matmul_dtype(a.device, d)
     dots = _dots(unpack_signs(a, d, dt), unpack_signs(b, d, dt))
     return ((dots.float() + d) * 0.5).to(torch.int32)
 
@@ -176,7 +177,7 @@ def masked_agreement(
     """
     d = 8 * x.shape[-1] if d is None else d
     for name, t in (("x", x), ("masks", masks), ("patterns", patterns)):
-        _check_packed(t, d, name)
+        check_packed(t, d, name)
     if masks.shape != patterns.shape:
         raise ValueError(f"masks {tuple(masks.shape)} and patterns {tuple(patterns.shape)} differ.")
     m01 = unpack_signs(masks, d, torch.float32).add_(1).mul_(0.5)  # 0/1
@@ -244,6 +245,3 @@ def feature_scores(states: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     dots = _dots(pm, wf.T.contiguous())
     return (dots + size) / (2 * size)
 
-
-# top-k search lives in its own module; re-exported here (imported last: it uses this module)
-from .hamming import HammingIndex, hamming_topk  # noqa: E402

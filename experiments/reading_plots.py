@@ -93,7 +93,7 @@ def write_markdown(res: dict, out: Path) -> None:
     inp = res.get("cache_input") or {}
     read = ("" if not inp else
             f", each vocabulary token read after `{inp['bos_token']}` (rule `{inp.get('bos_rule')}`, "
-            "see bagofdims.prefix), texts after it too" if inp.get("bos")
+            "see bagofdims.inputs), texts after it too" if inp.get("bos")
             else ", each vocabulary token read alone")
     lines = [
         f"# Reading experiments on {res['model']}",

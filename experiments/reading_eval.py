@@ -16,17 +16,21 @@ Choices (the paper is silent; see notes/bagofdims-paper.md):
 - E2 (a): each site's states are read against the cached sign patterns of the vocabulary at the
   same site (``against="same"``); ``against="final"`` reads every site against the ``final``
   cache instead. (b): against the signs of the unembedding (LM head) rows, for sites of the
-  model's width. Ties in agreement go to the lowest token id (as in ``bits.hamming_topk``).
+  model's width. Ties in agreement go to the lowest token id (as in ``hamming.hamming_topk``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import bits, readers, stats
-from .capture import Capture, no_cache_kwargs
-from .prefix import TextStart, resolve_prefix
-from .sites import resolve
+from bagofdims.signs import bits, hamming
+
+from bagofdims import readers
+
+from bagofdims import stats
+from bagofdims.capture import Capture, no_cache_kwargs
+from bagofdims.inputs import TextStart, resolve_prefix
+from bagofdims.sites import resolve
 
 __all__ = [
     "collect_states",
@@ -61,12 +65,12 @@ def collect_states(
     ``current`` the token at the position itself. Padding and each text's last token are
     skipped, and so is a leading start token: the one the tokenizer adds, or the document-start
     token that ``bos`` puts before every text that lacks it (the sign cache's rule, see
-    :func:`bagofdims.prefix.resolve_prefix`: by default for decoder LMs, so that no text token
+    :func:`bagofdims.inputs.resolve_prefix`: by default for decoder LMs, so that no text token
     sits at the position-0 attention sink). ``texts`` defaults to the packaged Wikipedia
     summaries.
     """
     if texts is None:
-        from .text import english_documents
+        from bagofdims.text import english_documents
 
         texts = english_documents("wiki")
     if n_positions < 1:

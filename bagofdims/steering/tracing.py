@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import bits
-from .feature import Feature
-from .sites import find_blocks, resolve
+from bagofdims.signs import bits
+from bagofdims.features.feature import Feature
+from bagofdims.sites import find_blocks, resolve
 
 
 # -- FFN writers --------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def kv_survival(cache, layers=None, categories="default", tokenizer=None,
 
     Returns ``{"sites": {site: {...}}, "categories": [...], "thresholds": [...]}``.
     """
-    from .catalog import Catalog
+    from bagofdims.catalog import Catalog
 
     have = set(cache.sites)
     if layers is None:

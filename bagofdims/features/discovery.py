@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import bits
-from .feature import Feature
+from bagofdims.signs import bits, hamming
+from bagofdims.features.feature import Feature
 
 METHODS = ("topk", "tau", "null")
 
@@ -137,10 +137,10 @@ def _anchor_ids(cache, anchors, tokenizer) -> tuple[list[int], list[str]]:
     if anchors is None or len(anchors) == 0:
         raise ValueError("anchors is empty: pass at least 10 token ids or words of the concept.")
     if all(isinstance(a, str) for a in anchors):
-        from .categories import single_token_forms
+        from bagofdims.categories import single_token_forms
 
         if tokenizer is None:
-            from .models import load_tokenizer
+            from bagofdims.models import load_tokenizer
 
             tokenizer = load_tokenizer(cache.model_name)
         anchors = [a.strip() for a in anchors if a.strip()]  # " red" and "red" mean the word
@@ -228,7 +228,7 @@ def discover_unsupervised(cache, site: str, n_seeds: int = 1500, n_neighbors: in
         raise ValueError(f"n_seeds must be in 1..{n} (the cached tokens).")
     g = torch.Generator().manual_seed(seed)
     seed_rows = torch.randperm(n, generator=g)[:n_seeds]
-    _, nbrs = bits.hamming_topk(packed[seed_rows], packed, d, k=n_neighbors + 1)
+    _, nbrs = hamming.hamming_topk(packed[seed_rows], packed, d, k=n_neighbors + 1)
     cfg = DiscoveryConfig(method=method, k=k, tau=tau, seed=seed, **kwargs)
     vocab_pos = positive_rates(packed, d)
     found = discover_rows(packed, d, list(nbrs), cfg, vocab_pos)

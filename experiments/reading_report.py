@@ -1,5 +1,5 @@
 """E3 / E8 of the reading report: category discovery per layer with its baselines, and the
-unsupervised features. (E1, E2, E9 live in :mod:`bagofdims.reading_eval`.)
+unsupervised features. (E1, E2, E9 live in :mod:`experiments.reading_eval`.)
 
 Per site: the median held-out prototype AUC against the whole vocabulary and against the other
 categories' members, the mean per-dim AUC of the kept dims, how many categories are
@@ -15,10 +15,10 @@ import statistics
 
 import torch
 
-from . import bits
-from .catalog import Catalog
-from .category_eval import evaluate_prototypes, random_anchor_null
-from .features import DiscoveryConfig, dim_auc, discover_rows, discover_unsupervised, positive_rates
+from bagofdims.signs import bits
+from bagofdims.catalog import Catalog
+from bagofdims.features.evaluation import evaluate_prototypes, random_anchor_null
+from bagofdims.features.discovery import DiscoveryConfig, dim_auc, discover_rows, discover_unsupervised, positive_rates
 
 DISCOVERABLE = 0.9
 

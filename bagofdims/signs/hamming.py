@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .bits import _check_packed, _matmul_dtype, _tail_mask, packed_width, unpack_signs
+from bagofdims.signs.bits import check_packed, matmul_dtype, tail_mask, packed_width, unpack_signs
 
 # Score-matrix block (queries x keys) kept at about this many entries: big enough for an
 # efficient matrix product (bf16: 64 MB), few enough blocks that per-block selection overhead
@@ -40,7 +40,7 @@ def _dot_of(key: torch.Tensor) -> torch.Tensor:
 def _score_dtype(device: torch.device, d: int) -> torch.dtype:
     if device.type == "cpu":
         return torch.bfloat16  # exact up to 510, checked per row (see module docstring)
-    return _matmul_dtype(device, d)  # fp16 on CUDA (exact for d <= 2048), else fp32
+    return matmul_dtype(device, d)  # fp16 on CUDA (exact for d <= 2048), else fp32
 
 
 def _kth_bound(gmax: torch.Tensor, k: int, d: int) -> torch.Tensor:
@@ -112,7 +112,7 @@ class HammingIndex:
     """
 
     def __init__(self, keys: torch.Tensor, d: int, offset: int = 0):
-        _check_packed(keys, d, "keys")
+        check_packed(keys, d, "keys")
         if keys.dim() != 2:
             raise ValueError("HammingIndex expects 2-D [rows, bytes] keys.")
         if keys.shape[0] + offset >= _KEY_SHIFT:
@@ -172,7 +172,7 @@ class HammingIndex:
     def search(self, queries: torch.Tensor, k: int, largest: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-``k`` keys by sign agreement for each packed query row (see the class docstring)."""
-        _check_packed(queries, self.d, "queries")
+        check_packed(queries, self.d, "queries")
         if queries.dim() != 2:
             raise ValueError("search expects 2-D [rows, bytes] queries.")
         if queries.device != self.keys.device:
@@ -203,8 +203,8 @@ def hamming_topk(
     repeatedly. ``backend="faiss"`` (CPU, ``largest=True``; ``pip install bagofdims[fast]``)
     uses faiss ``IndexBinaryFlat``: same agreement values, ties at the k-th value in faiss's order.
     """
-    _check_packed(queries, d, "queries")
-    _check_packed(keys, d, "keys")
+    check_packed(queries, d, "queries")
+    check_packed(keys, d, "keys")
     if queries.dim() != 2 or keys.dim() != 2:
         raise ValueError("hamming_topk expects 2-D [rows, bytes] queries and keys.")
     if queries.device != keys.device:
@@ -241,7 +241,7 @@ def _faiss_topk(
         raise ImportError("backend='faiss' needs faiss: pip install bagofdims[fast]") from e
     if not largest or queries.device.type != "cpu":
         raise ValueError("backend='faiss' supports largest=True on CPU only; use backend='torch'.")
-    mask = _tail_mask(d, queries.device)  # zero padding bits on both sides: they then agree
+    mask = tail_mask(d, queries.device)  # zero padding bits on both sides: they then agree
     index = faiss.IndexBinaryFlat(8 * packed_width(d))
     index.add((keys & mask).contiguous().numpy())
     dist, idx = index.search((queries & mask).contiguous().numpy(), k)

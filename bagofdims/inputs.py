@@ -29,7 +29,7 @@ import inspect
 import torch
 from torch import nn
 
-from .capture import no_cache_kwargs
+from bagofdims.capture import no_cache_kwargs
 
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 

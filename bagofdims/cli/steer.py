@@ -14,7 +14,7 @@ import sys
 import textwrap
 from dataclasses import dataclass, field
 
-from .config import add_arguments, from_args
+from bagofdims.config import add_arguments, from_args
 
 
 @dataclass
@@ -43,10 +43,10 @@ def steer(cfg: SteerConfig, model=None, tok=None, cat=None) -> dict:
     """Run both generations; returns texts and concept masses (the model may be passed in)."""
     import torch
 
-    from .catalog import Catalog
-    from .effects import concept_prompts, concept_tokens, next_token_mass
-    from .interventions import sign_flip
-    from .models import load_model
+    from bagofdims.catalog import Catalog
+    from bagofdims.steering.effects import concept_prompts, concept_tokens, next_token_mass
+    from bagofdims.steering.interventions import sign_flip
+    from bagofdims.models import load_model
 
     if model is None:
         model, tok = load_model(cfg.model, device=cfg.device)

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .feature import Feature
-from .interventions import sign_flip
+from bagofdims.features.feature import Feature
+from bagofdims.steering.interventions import sign_flip
 
 CONDITIONS = ("away", "toward", "random", "disjoint", "concept")
 

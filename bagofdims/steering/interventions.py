@@ -41,9 +41,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .capture import register_site_hook
-from .feature import Feature
-from .sites import Site, resolve
+from bagofdims.capture import register_site_hook
+from bagofdims.features.feature import Feature
+from bagofdims.sites import Site, resolve
 
 MODES = ("away", "toward", "set")
 CONTROLS = (None, "random", "disjoint")

@@ -1,8 +1,8 @@
 """SignCache: the sign of every dimension at every site, for every vocabulary token.
 
 One forward pass per token, after the model's document-start token for decoder LMs (see
-:mod:`bagofdims.prefix`) or alone, batched, all sites in one pass, signs packed one bit per
-dimension (see :mod:`bagofdims.bits` for the bit order).
+:mod:`bagofdims.inputs`) or alone, batched, all sites in one pass, signs packed one bit per
+dimension (see :mod:`bagofdims.signs.bits` for the bit order).
 
 On disk a cache is a directory (DESIGN.md), written atomically (temp dir, then rename):
 
@@ -32,12 +32,12 @@ import torch
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from . import bits
-from .capture import Capture
-from .prefix import SingleTokenInputs, resolve_prefix
-from .models import model_name, tokenizer_fingerprint, weight_fingerprint
-from .storage import SafetensorsError, atomic_dir, open_mmap, sha256, write_json
-from .sites import resolve
+from bagofdims.signs import bits
+from bagofdims.capture import Capture
+from bagofdims.inputs import SingleTokenInputs, resolve_prefix
+from bagofdims.models import model_name, tokenizer_fingerprint, weight_fingerprint
+from bagofdims.storage import SafetensorsError, atomic_dir, open_mmap, sha256, write_json
+from bagofdims.sites import resolve
 
 FORMAT_VERSION = 1
 TOKEN_IDS = "_token_ids"
@@ -87,7 +87,7 @@ class SignCache:
 
     def _site(self, site: str) -> str:
         if site not in self.meta["sites"]:
-            from .sites import describe
+            from bagofdims.sites import describe
 
             raise KeyError(
                 f"Site '{site}' is not in this cache; it has {describe(self.meta['sites'])}. "
@@ -172,7 +172,7 @@ class SignCache:
 
         ``tokens``: vocabulary ids to cache (default: the whole vocabulary). ``bos``: put the
         model's document-start token before each token (default ``None``: for decoder LMs, so
-        no token sits at the position-0 attention sink; see :mod:`bagofdims.prefix`);
+        no token sits at the position-0 attention sink; see :mod:`bagofdims.inputs`);
         ``bos_token`` (id or token string) picks another one. ``checkpoint``: a directory where
         finished chunks are kept, so an interrupted build resumes there.
         """

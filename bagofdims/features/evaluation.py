@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from . import bits, stats
+from bagofdims.signs import bits
+
+from bagofdims import stats
 
 
 def membership(n_rows: int, sets: list[torch.Tensor]) -> torch.Tensor:
@@ -61,7 +63,7 @@ def evaluate_prototypes(packed: torch.Tensor, d: int, dims_signs: list[tuple],
 def random_anchor_null(packed: torch.Tensor, d: int, n_sets: int, n_anchors: int, n_held: int,
                        cfg, seed: int = 0) -> torch.Tensor:
     """Held-out AUC of prototypes built from random token sets (what chance gives): ``[n_sets]``."""
-    from .features import discover_rows
+    from bagofdims.features.discovery import discover_rows
 
     g = torch.Generator().manual_seed(seed)
     perms = [torch.randperm(packed.shape[0], generator=g)[: n_anchors + n_held] for _ in range(n_sets)]

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import add_arguments, from_args
+from bagofdims.config import add_arguments, from_args
 
 
 @dataclass
@@ -43,8 +43,8 @@ def build_cache(cfg: CacheConfig):
     """Build, save and return the sign cache described by ``cfg`` (resumes an interrupted run)."""
     import torch
 
-    from .cache import SignCache
-    from .models import load_model
+    from bagofdims.signs.cache import SignCache
+    from bagofdims.models import load_model
 
     out = Path(cfg.out)
     if (out / "meta.json").exists() and not cfg.overwrite:
@@ -77,7 +77,7 @@ def _prefix(meta: dict) -> str:
 
 def summary(cache) -> str:
     """A short human-readable description of a cache on disk."""
-    from .sites import describe
+    from bagofdims.sites import describe
 
     meta = cache.meta
     files = [cache.path / f for f in meta.get("files", {})] if cache.path else []
@@ -117,14 +117,14 @@ def _cmd_capture(ns) -> None:
 
 
 def _cmd_info(ns) -> None:
-    from .cache import SignCache
+    from bagofdims.signs.cache import SignCache
 
     print(summary(SignCache.load(ns.path)))
 
 
 def _cmd_sites(ns) -> None:
-    from .models import load_model
-    from .sites import all_sites, describe
+    from bagofdims.models import load_model
+    from bagofdims.sites import all_sites, describe
 
     model, _ = load_model(ns.model, device="cpu")
     sites = all_sites(model)
@@ -135,8 +135,8 @@ def _cmd_sites(ns) -> None:
 
 
 def _cmd_activations(ns) -> None:
-    from .models import load_model
-    from .stream import ActivationStore, write_activations
+    from bagofdims.models import load_model
+    from bagofdims.stream import ActivationStore, write_activations
 
     cfg = from_args(ActivationsConfig, ns)
     model, tok = load_model(cfg.model, device=cfg.device)
@@ -166,9 +166,9 @@ class CatalogConfig:
 
 def build_catalog(cfg: CatalogConfig):
     """Build and save the catalog described by ``cfg``."""
-    from .cache import SignCache
-    from .catalog import Catalog
-    from .features import DiscoveryConfig
+    from bagofdims.signs.cache import SignCache
+    from bagofdims.catalog import Catalog
+    from bagofdims.features.discovery import DiscoveryConfig
 
     cache = SignCache.load(cfg.cache)
     cat = Catalog.build(cache, categories=cfg.categories, sites=cfg.sites,
@@ -191,7 +191,7 @@ def _cmd_catalog(ns) -> None:
 
 
 def _cmd_query(ns) -> None:
-    from .catalog import Catalog
+    from bagofdims.catalog import Catalog
 
     cat = Catalog.load(ns.catalog)
     if ns.dim is not None:
@@ -259,7 +259,7 @@ command("query", "show a feature of a catalog (or explain a dim)", extra=_query_
 
 
 def _cmd_steer(ns) -> None:
-    from .steer_cli import SteerConfig, format_result, steer
+    from bagofdims.cli.steer import SteerConfig, format_result, steer
 
     cfg = from_args(SteerConfig, ns)
     if cfg.positions not in ("all", "last"):
@@ -270,7 +270,7 @@ def _cmd_steer(ns) -> None:
 
 
 def _steer_config():
-    from .steer_cli import SteerConfig
+    from bagofdims.cli.steer import SteerConfig
 
     return SteerConfig
 
