@@ -7,13 +7,15 @@
 >>> cache = bd.SignCache.build(model, tok, sites=["resid.*", "final"])
 """
 
+from bagofdims.errors import (BagOfDimsError, CacheError, CatalogError, ModelNotAvailable,
+                              UnknownSite)
 from bagofdims.capture import Capture, StopForward, active_hooks, hook_count
-from bagofdims.signs.cache import CacheError, SignCache
-from bagofdims.models import EMBEDDED, ModelNotAvailable, load_model
-from bagofdims.sites import UnknownSite, all_sites, resolve
+from bagofdims.signs.cache import SignCache
+from bagofdims.models import EMBEDDED, load_model
+from bagofdims.sites import all_sites, resolve
 from bagofdims.features.feature import Feature
 from bagofdims.features.discovery import DiscoveryConfig, discover, discover_unsupervised
-from bagofdims.catalog import Catalog, CatalogError
+from bagofdims.catalog import Catalog
 from bagofdims.steering.interventions import SignFlip, active_interventions, sign_flip
 from bagofdims.steering.effects import flip_effect, specificity_matrix
 from bagofdims.signs import bits
@@ -22,6 +24,7 @@ from bagofdims import stats
 __version__ = "0.1.0"
 
 __all__ = [
+    "BagOfDimsError",
     "Capture", "StopForward", "active_hooks", "hook_count",
     "SignCache", "CacheError",
     "load_model", "EMBEDDED", "ModelNotAvailable",

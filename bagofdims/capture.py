@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from bagofdims.sites import Site, resolve
+from bagofdims.errors import InvalidArgument, NotFound
 
 
 def register_site_hook(module: nn.Module, on: str, hook):
@@ -150,14 +151,14 @@ class Capture:
         if name not in self._values:
             known = [s.name for s in self.sites]
             if name not in known:
-                raise KeyError(f"'{name}' was not requested; this capture has {known}.")
-            raise KeyError(f"'{name}' has not been computed yet: run the model inside the block.")
+                raise NotFound(f"'{name}' was not requested; this capture has {known}.")
+            raise NotFound(f"'{name}' has not been computed yet: run the model inside the block.")
         return self._values[name]
 
     def history(self, name: str) -> list[torch.Tensor]:
         """Every captured value of a site, one per forward pass (needs ``keep_all=True``)."""
         if not self.keep_all:
-            raise ValueError("history() needs Capture(..., keep_all=True).")
+            raise InvalidArgument("history() needs Capture(..., keep_all=True).")
         return list(self._history[name])
 
     def keys(self):

@@ -27,12 +27,10 @@ from bagofdims.features.feature import Feature
 from bagofdims.features.discovery import DiscoveryConfig, discover_rows, positive_rates
 from bagofdims.inputs import TextStart
 from bagofdims.storage import atomic_dir, open_mmap
+from bagofdims.errors import CatalogError, NotFound, OutOfRange
 
 FORMAT_VERSION = 1
 
-
-class CatalogError(ValueError):
-    """A catalog is corrupt or does not match the cache / model it is used with."""
 
 
 class Catalog:
@@ -131,13 +129,13 @@ class Catalog:
         if not cands:
             close = self.search(name)[:5]
             hint = f" Did you mean {[f.name for f in close]}?" if close else ""
-            raise KeyError(f"No feature named '{name}' in this catalog.{hint}")
+            raise NotFound(f"No feature named '{name}' in this catalog.{hint}")
         if site is None:
             return max(cands, key=lambda f: f.metrics.get("mean_dim_auc", 0.0))
         for f in cands:
             if f.site == site:
                 return f
-        raise KeyError(f"'{name}' has no feature at {site}; sites: {[f.site for f in cands]}.")
+        raise NotFound(f"'{name}' has no feature at {site}; sites: {[f.site for f in cands]}.")
 
     def __getitem__(self, key) -> Feature:
         if isinstance(key, int):
@@ -211,7 +209,7 @@ class Catalog:
         else a sample of each sign), and the features it belongs to."""
         width = self.cache.width(site)
         if not 0 <= dim < width:
-            raise IndexError(f"dim {dim} is out of range for {site} (width {width}).")
+            raise OutOfRange(f"dim {dim} is out of range for {site} (width {width}).")
         if self.cache.meta.get("magnitudes"):
             col = self.cache.magnitudes(site)[:, dim].float()
             sign = self.cache.signs(site)[:, dim].float()
@@ -242,7 +240,7 @@ class Catalog:
         site = site or self.sites[len(self.sites) // 2]
         feats = self.at(site)
         if not feats:
-            raise KeyError(f"No features at {site}; this catalog has sites {self.sites}.")
+            raise NotFound(f"No features at {site}; this catalog has sites {self.sites}.")
         model = model or self._load_model()
         tok = self.tokenizer
         ids, lead = TextStart(tok, self.meta.get("bos_id"))(tok(text)["input_ids"])
@@ -364,5 +362,5 @@ def _match_sites(cache, patterns) -> list[str]:
         patterns = [patterns]
     out = [s for s in cache.sites if any(fnmatch.fnmatchcase(s, p) for p in patterns)]
     if not out:
-        raise KeyError(f"No cached site matches {list(patterns)}; the cache has {cache.sites}.")
+        raise NotFound(f"No cached site matches {list(patterns)}; the cache has {cache.sites}.")
     return out

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from bagofdims.capture import no_cache_kwargs
+from bagofdims.errors import InvalidArgument
 
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 
@@ -97,13 +98,13 @@ def resolve_prefix(model: nn.Module, tokenizer, bos: bool | None = None,
     """
     if bos_token is not None:
         if bos is False:
-            raise ValueError("bos=False contradicts bos_token=...; drop one of them.")
+            raise InvalidArgument("bos=False contradicts bos_token=...; drop one of them.")
         return _token_id(tokenizer, bos_token), "given"
     if bos is False or (bos is None and not is_decoder_lm(model)):
         return None, "off"
     tid, rule = document_start(tokenizer)
     if tid is None and bos:
-        raise ValueError("bos=True but the tokenizer has no BOS, EOS or <|endoftext|> token; pass "
+        raise InvalidArgument("bos=True but the tokenizer has no BOS, EOS or <|endoftext|> token; pass "
                          "bos_token=<id or token> or bos=False.")
     return tid, rule
 
@@ -112,12 +113,12 @@ def _token_id(tokenizer, token: int | str) -> int:
     vocab = tokenizer.get_vocab()
     if isinstance(token, str):
         if token not in vocab:
-            raise ValueError(f"bos_token {token!r} is not a token of this tokenizer; pass a token "
+            raise InvalidArgument(f"bos_token {token!r} is not a token of this tokenizer; pass a token "
                              "string from its vocabulary (e.g. its bos_token) or an id.")
         return int(vocab[token])
     tid = int(token)
     if not 0 <= tid < len(tokenizer):
-        raise ValueError(f"bos_token id {tid} is outside the vocabulary 0..{len(tokenizer) - 1}.")
+        raise InvalidArgument(f"bos_token id {tid} is outside the vocabulary 0..{len(tokenizer) - 1}.")
     return tid
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from bagofdims.errors import ModelNotAvailable
 
 DEFAULT_MODEL = "smollm2"
 
@@ -59,9 +60,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     ),
 }
 
-
-class ModelNotAvailable(RuntimeError):
-    """The requested model cannot be found locally and cannot be downloaded."""
 
 
 def home() -> Path:

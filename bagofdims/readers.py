@@ -21,6 +21,7 @@ import torch
 
 from bagofdims.signs import bits, hamming
 from bagofdims.features.feature import Feature
+from bagofdims.errors import InvalidArgument, OutOfRange
 
 __all__ = [
     "MODES",
@@ -42,14 +43,14 @@ _ROW_BLOCK = 256
 def _as_packed(states: torch.Tensor, d: int | None = None) -> tuple[torch.Tensor, int]:
     """``(packed uint8 [n, B], d)`` from raw/±1 states ``[n, d]`` or already packed states."""
     if states.dim() != 2:
-        raise ValueError(f"expected 2-D states [n, d] (or packed [n, B]), got {tuple(states.shape)}.")
+        raise InvalidArgument(f"expected 2-D states [n, d] (or packed [n, B]), got {tuple(states.shape)}.")
     if states.dtype == torch.uint8:
         if d is None:
-            raise ValueError("packed uint8 states need the unpacked width d; pass d=.")
+            raise InvalidArgument("packed uint8 states need the unpacked width d; pass d=.")
         bits.check_packed(states, d, "states")
         return states, d
     if d is not None and states.shape[-1] != d:
-        raise ValueError(f"states have width {states.shape[-1]} but the keys have d={d}; use "
+        raise InvalidArgument(f"states have width {states.shape[-1]} but the keys have d={d}; use "
                          "keys from the same site (or the unembedding for final states).")
     return bits.pack_signs(states), states.shape[-1]
 
@@ -62,10 +63,10 @@ def score_features(states: torch.Tensor, features: Sequence[Feature]) -> torch.T
     for packed states their recorded ``width`` (or ``8 * B`` when none is recorded).
     """
     if not features:
-        raise ValueError("score_features needs at least one feature.")
+        raise InvalidArgument("score_features needs at least one feature.")
     widths = {f.width for f in features if f.width is not None}
     if len(widths) > 1:
-        raise ValueError(
+        raise InvalidArgument(
             f"features come from sites of different widths {sorted(widths)}; score each width's "
             "features against states of that site separately."
         )
@@ -75,7 +76,7 @@ def score_features(states: torch.Tensor, features: Sequence[Feature]) -> torch.T
     else:
         d = states.shape[-1]
         if widths and widths != {d}:
-            raise ValueError(f"features have width {widths.pop()} but the states have width {d}; "
+            raise InvalidArgument(f"features have width {widths.pop()} but the states have width {d}; "
                              "capture the states at the features' site.")
     for f in features:
         f.check_width(d)
@@ -127,10 +128,10 @@ def hamming_ranks(
     single = t_all.dim() == 1
     t_all = t_all.reshape(t_all.shape[0], -1)
     if t_all.shape[0] != q.shape[0]:
-        raise ValueError(f"{q.shape[0]} states but {t_all.shape[0]} rows of targets.")
+        raise InvalidArgument(f"{q.shape[0]} states but {t_all.shape[0]} rows of targets.")
     n_keys = keys.shape[0]
     if bool((t_all >= n_keys).any()):
-        raise IndexError(f"target rows must be below the number of keys ({n_keys}) or -1.")
+        raise OutOfRange(f"target rows must be below the number of keys ({n_keys}) or -1.")
     k_pm = bits.unpack_signs(keys, d, torch.float32)
     col = torch.arange(n_keys, device=q.device)
     out = torch.full_like(t_all, n_keys)
@@ -151,7 +152,7 @@ def unembedding_signs(model) -> torch.Tensor:
     """Packed signs ``uint8 [V, ceil(d/8)]`` of the LM head rows (``get_output_embeddings``)."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None or not hasattr(head, "weight"):
-        raise ValueError(f"{type(model).__name__} has no LM head (get_output_embeddings() is "
+        raise InvalidArgument(f"{type(model).__name__} has no LM head (get_output_embeddings() is "
                          "None); load the model with its LM head (AutoModelForCausalLM).")
     with torch.no_grad():
         return bits.pack_signs(head.weight.detach())
@@ -160,7 +161,7 @@ def unembedding_signs(model) -> torch.Tensor:
 def mean_abs_scale(states: torch.Tensor) -> torch.Tensor:
     """Per-dim mean ``|h|`` ``float32 [d]`` of reference states (the ``scaled`` mode's scale)."""
     if states.dim() != 2 or states.shape[0] == 0:
-        raise ValueError(f"expected non-empty reference states [n, d], got {tuple(states.shape)}.")
+        raise InvalidArgument(f"expected non-empty reference states [n, d], got {tuple(states.shape)}.")
     return states.detach().abs().to(torch.float32).mean(0)
 
 
@@ -188,32 +189,32 @@ def sign_lm_head(
     some models is monotone and left out, which does not change rankings.
     """
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        raise InvalidArgument(f"mode must be one of {MODES}, got {mode!r}.")
     head = model.get_output_embeddings()
     if head is None:
-        raise ValueError(f"{type(model).__name__} has no LM head; load it as a causal LM.")
+        raise InvalidArgument(f"{type(model).__name__} has no LM head; load it as a causal LM.")
     if states.dim() != 2:
-        raise ValueError(f"expected states [n, d], got {tuple(states.shape)}.")
+        raise InvalidArgument(f"expected states [n, d], got {tuple(states.shape)}.")
     d = states.shape[-1]
     if d != head.weight.shape[1]:
-        raise ValueError(f"states have width {d} but the LM head reads {head.weight.shape[1]}; "
+        raise InvalidArgument(f"states have width {d} but the LM head reads {head.weight.shape[1]}; "
                          "pass states of the 'final' site.")
     h = states.detach().to(device=head.weight.device, dtype=torch.float32)
     s = torch.sign(h)
     if mode == "top":
         if top_k is None:
             if top_frac is None or not 0 < top_frac <= 1:
-                raise ValueError(f"top_frac must be in (0, 1], got {top_frac}; or pass top_k.")
+                raise InvalidArgument(f"top_frac must be in (0, 1], got {top_frac}; or pass top_k.")
             top_k = max(1, math.ceil(round(top_frac * d, 6)))
         if not 1 <= top_k <= d:
-            raise ValueError(f"top_k must be between 1 and d={d}, got {top_k}.")
+            raise InvalidArgument(f"top_k must be between 1 and d={d}, got {top_k}.")
         idx = h.abs().topk(top_k, dim=1).indices
         s = torch.zeros_like(s).scatter_(1, idx, s.gather(1, idx))
     elif mode == "scaled":
         scale = mean_abs_scale(h) if scale is None else scale
         scale = torch.as_tensor(scale, dtype=torch.float32, device=h.device).reshape(-1)
         if scale.shape[0] != d:
-            raise ValueError(f"scale has {scale.shape[0]} entries but the states have d={d}.")
+            raise InvalidArgument(f"scale has {scale.shape[0]} entries but the states have d={d}.")
         s = s * scale
     with torch.no_grad():
         return head(s.to(head.weight.dtype))

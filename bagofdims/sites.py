@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from bagofdims.errors import UnknownSite
 
 # Known block lists, tried in order before the generic search.
 BLOCK_PATHS = (
@@ -137,9 +138,6 @@ class Site:
             value = value.flatten(-2)  # [b, s, heads * head_dim], as the projection wrote it
         return value
 
-
-class UnknownSite(ValueError):
-    """A site name or pattern matched nothing in this model."""
 
 
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
+from bagofdims.errors import InvalidArgument
 
 __all__ = [
     "auc",
@@ -23,7 +24,7 @@ __all__ = [
 
 def _check_finite(x: torch.Tensor, name: str) -> None:
     if x.is_floating_point() and bool(torch.isnan(x).any()):
-        raise ValueError(f"{name} contains NaN; drop or replace those rows (torch.nan_to_num).")
+        raise InvalidArgument(f"{name} contains NaN; drop or replace those rows (torch.nan_to_num).")
 
 
 def auc(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
@@ -48,11 +49,11 @@ def auc(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = 
     n, k = s.shape
     y = labels.to(torch.bool)
     if y.shape[0] != n or y.dim() > 2 or (y.dim() == 2 and y.shape[1] != k):
-        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match scores {tuple(scores.shape)}.")
+        raise InvalidArgument(f"labels of shape {tuple(labels.shape)} do not match scores {tuple(scores.shape)}.")
     if y.dim() == 1:
         n_pos = int(y.sum())
         if n_pos == 0 or n_pos == n:
-            raise ValueError("auc needs both positive and negative labels; add the missing class.")
+            raise InvalidArgument("auc needs both positive and negative labels; add the missing class.")
         y = y.unsqueeze(1).expand(n, k)
     sorted_s, order = s.sort(dim=0)
     pos = torch.arange(1, n + 1, dtype=torch.float64, device=s.device).unsqueeze(1).expand(n, k)
@@ -105,9 +106,9 @@ def binary_auc(pos_rate: torch.Tensor, neg_rate: torch.Tensor) -> torch.Tensor:
 def topk_agreement(pred_topk_indices: torch.Tensor, target: torch.Tensor) -> float:
     """Fraction of rows whose ``target`` appears in that row's ``[n, k]`` predicted indices."""
     if pred_topk_indices.dim() != 2 or target.shape != pred_topk_indices.shape[:1]:
-        raise ValueError("expected pred [n, k] and target [n] with the same n.")
+        raise InvalidArgument("expected pred [n, k] and target [n] with the same n.")
     if target.numel() == 0:
-        raise ValueError("topk_agreement of zero rows is undefined; pass at least one row.")
+        raise InvalidArgument("topk_agreement of zero rows is undefined; pass at least one row.")
     hit = (pred_topk_indices == target.unsqueeze(1)).any(1)
     return float(hit.to(torch.float64).mean())
 
@@ -117,9 +118,9 @@ def topk_agreement_at(
 ) -> dict[int, float]:
     """:func:`topk_agreement` for several k at once; predictions must be sorted best first."""
     if pred_topk_indices.dim() != 2 or target.shape != pred_topk_indices.shape[:1]:
-        raise ValueError("expected pred [n, K] and target [n] with the same n.")
+        raise InvalidArgument("expected pred [n, K] and target [n] with the same n.")
     if target.numel() == 0:
-        raise ValueError("topk_agreement of zero rows is undefined; pass at least one row.")
+        raise InvalidArgument("topk_agreement of zero rows is undefined; pass at least one row.")
     big_k = pred_topk_indices.shape[1]
     hits = pred_topk_indices == target.unsqueeze(1)
     # rank of the first hit per row (big_k if none): one pass serves every k
@@ -127,7 +128,7 @@ def topk_agreement_at(
     out = {}
     for k in ks:
         if not 1 <= k <= big_k:
-            raise ValueError(f"k={k} must be in [1, {big_k}]; compute more predictions per row.")
+            raise InvalidArgument(f"k={k} must be in [1, {big_k}]; compute more predictions per row.")
         out[k] = float((first < k).to(torch.float64).mean())
     return out
 
@@ -140,7 +141,7 @@ def sign_mutual_information(x: torch.Tensor, block_rows: int = 1 << 22) -> torch
     so fp32 counts stay exact (below 2**24).
     """
     if x.dim() != 2 or x.shape[0] == 0:
-        raise ValueError(f"expected non-empty [n, d] states, got shape {tuple(x.shape)}.")
+        raise InvalidArgument(f"expected non-empty [n, d] states, got shape {tuple(x.shape)}.")
     _check_finite(x, "x")
     n, d = x.shape
     n11 = torch.zeros((d, d), dtype=torch.float64, device=x.device)
@@ -176,7 +177,7 @@ def sign_collapse(signs: torch.Tensor, constant: float = 0.95) -> dict[str, floa
     row is the same pattern) and the fraction of dims whose sign is the same in at least
     ``constant`` of the rows."""
     if signs.shape[0] < 2:
-        raise ValueError("sign_collapse needs at least 2 rows of signs.")
+        raise InvalidArgument("sign_collapse needs at least 2 rows of signs.")
     pm = signs.float()
     n, d = pm.shape
     total = pm.sum(0)
@@ -207,7 +208,7 @@ def mi_summary(x: torch.Tensor, rotate_control: bool = True, seed: int = 0) -> d
     """
     d = x.shape[1]
     if d < 2:
-        raise ValueError("mi_summary needs at least two dimensions.")
+        raise InvalidArgument("mi_summary needs at least two dimensions.")
     off = ~torch.eye(d, dtype=torch.bool, device=x.device)
 
     def summarise(m: torch.Tensor) -> tuple[float, float]:

@@ -16,15 +16,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from bagofdims.errors import AlreadyExists, SafetensorsError
 
 _DTYPES = {
     "U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64,
     "F16": np.float16, "F32": np.float32, "F64": np.float64, "BOOL": np.bool_,
 }
 
-
-class SafetensorsError(ValueError):
-    """The file is not a complete safetensors file."""
 
 
 def open_mmap(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -88,7 +86,7 @@ def atomic_dir(target: str | os.PathLike, fill, overwrite: bool = False) -> Path
     """
     target = Path(target)
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+        raise AlreadyExists(f"{target} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:

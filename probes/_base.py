@@ -6,6 +6,7 @@ import torch
 
 from ._auc import rank_auc
 from ._data import as_labels, as_mask
+from bagofdims.errors import InvalidArgument
 
 
 class ProbeBase:
@@ -41,7 +42,7 @@ class ProbeBase:
         scores = self._logits(X)
         Y, _ = as_labels(y, scores.shape[0], scores.device)
         if Y.shape[1] != scores.shape[1]:
-            raise ValueError(
+            raise InvalidArgument(
                 f"y has {Y.shape[1]} columns but the probe has {scores.shape[1]} categories"
             )
         out = rank_auc(scores, Y, as_mask(mask, tuple(Y.shape), scores.device))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from bagofdims.errors import InvalidArgument, InvalidType
 
 Tensorish = "torch.Tensor | np.ndarray"
 
@@ -15,19 +16,19 @@ def as_features(X, device=None, dtype=torch.float32, name: str = "X") -> torch.T
     if isinstance(X, np.ndarray):
         X = torch.from_numpy(X)
     if not isinstance(X, torch.Tensor):
-        raise TypeError(
+        raise InvalidType(
             f"{name} must be a torch.Tensor or numpy array of shape [n, d], got {type(X).__name__}"
         )
     if X.ndim != 2:
-        raise ValueError(
+        raise InvalidArgument(
             f"{name} must be 2-D [n, d] (rows = tokens, columns = dims); got shape {tuple(X.shape)}"
         )
     if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(X.shape)})")
+        raise InvalidArgument(f"{name} is empty (shape {tuple(X.shape)})")
     X = X.to(device=device if device is not None else X.device, dtype=dtype)
     if not torch.isfinite(X).all():
         bad = (~torch.isfinite(X)).any(1).nonzero().flatten()[:5].tolist()
-        raise ValueError(
+        raise InvalidArgument(
             f"{name} contains NaN or inf (first bad rows: {bad}); clean or drop those rows first"
         )
     return X
@@ -43,18 +44,18 @@ def as_labels(y, n: int, device, name: str = "y") -> tuple[torch.Tensor, bool]:
     if vector:
         y = y[:, None]
     if y.ndim != 2:
-        raise ValueError(
+        raise InvalidArgument(
             f"{name} must be [n] or [n, k] (one column per category); got shape {tuple(y.shape)}"
         )
     if y.shape[0] != n:
-        raise ValueError(
+        raise InvalidArgument(
             f"{name} has {y.shape[0]} rows but X has {n}; they must be the same rows"
         )
     if y.dtype != torch.bool:
         if y.is_floating_point() and not torch.isfinite(y).all():
-            raise ValueError(f"{name} contains NaN or inf; labels must be 0/1")
+            raise InvalidArgument(f"{name} contains NaN or inf; labels must be 0/1")
         if not ((y == 0) | (y == 1)).all():
-            raise ValueError(f"{name} must hold only 0/1 (or bool) labels")
+            raise InvalidArgument(f"{name} must hold only 0/1 (or bool) labels")
         y = y == 1
     return y.to(device), vector
 
@@ -65,11 +66,11 @@ def as_mask(mask, shape: tuple[int, int], device) -> torch.Tensor | None:
         return None
     mask = torch.as_tensor(mask, device=device)
     if mask.dtype != torch.bool:
-        raise TypeError("mask must be a bool tensor (True = row used for that column)")
+        raise InvalidType("mask must be a bool tensor (True = row used for that column)")
     if mask.ndim == 1:
         mask = mask[:, None].expand(shape)
     if tuple(mask.shape) != tuple(shape):
-        raise ValueError(
+        raise InvalidArgument(
             f"mask shape {tuple(mask.shape)} must be [n] or [n, k] = {tuple(shape)}"
         )
     return mask
@@ -85,7 +86,7 @@ def check_two_classes(
     bad = ((n_pos == 0) | (n_neg == 0)).nonzero().flatten()
     if bad.numel():
         cols = bad[:10].tolist()
-        raise ValueError(
+        raise InvalidArgument(
             f"{what} labels of column(s) {cols}{'...' if bad.numel() > 10 else ''} contain a single class "
             f"(positives={n_pos[bad[:10]].tolist()}, negatives={n_neg[bad[:10]].tolist()}); "
             "every category needs at least one positive and one negative row"
@@ -135,7 +136,7 @@ class Standardizer:
 
     def transform(self, X: torch.Tensor) -> torch.Tensor:
         if X.shape[1] != self.mean.shape[0]:
-            raise ValueError(
+            raise InvalidArgument(
                 f"X has {X.shape[1]} dims but the probe was fitted on {self.mean.shape[0]}"
             )
         return (X - self.mean.to(X.device)) / self.scale.to(X.device)

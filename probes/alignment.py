@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from bagofdims.errors import InvalidArgument, InvalidType
 
 
 def _weights_2d(weights: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -20,7 +21,7 @@ def _weights_2d(weights: torch.Tensor) -> tuple[torch.Tensor, bool]:
     if w.ndim == 1:
         return w[:, None], True
     if w.ndim != 2:
-        raise ValueError(f"weights must be [d] or [d, k]; got shape {tuple(w.shape)}")
+        raise InvalidArgument(f"weights must be [d] or [d, k]; got shape {tuple(w.shape)}")
     return w, False
 
 
@@ -39,7 +40,7 @@ def _flatten(
     ):  # dense {-1, 0, +1} matrix
         P = proto_dims.to(device)
         if tuple(P.shape) != (d, k):
-            raise ValueError(
+            raise InvalidArgument(
                 f"dense prototype matrix must be [d, k] = {(d, k)}; got {tuple(P.shape)}"
             )
         dims, cols = P.nonzero(as_tuple=True)
@@ -56,31 +57,31 @@ def _flatten(
         items = [it.dims for it in items]
     if proto_signs is None or any(s_ is None for s_ in proto_signs):
         if need_signs:
-            raise TypeError(
+            raise InvalidType(
                 "give proto_signs, objects with .dims/.signs, or a dense [d, k] sign matrix"
             )
         proto_signs = [None] * len(items)
     if len(items) != k or len(proto_signs) != k:
-        raise ValueError(
+        raise InvalidArgument(
             f"{len(items)} prototype dim sets / {len(proto_signs)} sign sets for {k} weight columns"
         )
     dims_l, signs_l, cols_l = [], [], []
     for j, (D, S) in enumerate(zip(items, proto_signs)):
         D = torch.as_tensor(D, dtype=torch.long, device=device).flatten()
         if D.numel() and (D.min() < 0 or D.max() >= d):
-            raise ValueError(f"category {j}: prototype dims must lie in [0, {d})")
+            raise InvalidArgument(f"category {j}: prototype dims must lie in [0, {d})")
         if S is None:
             S = torch.ones(D.numel(), device=device)
         S = torch.as_tensor(S, device=device).flatten()
         if D.numel() != S.numel():
-            raise ValueError(f"category {j}: {D.numel()} dims but {S.numel()} signs")
+            raise InvalidArgument(f"category {j}: {D.numel()} dims but {S.numel()} signs")
         S = (
             torch.where(S, 1.0, -1.0)
             if S.dtype == torch.bool
             else torch.sign(S.float())
         )
         if (S == 0).any():
-            raise ValueError(
+            raise InvalidArgument(
                 f"category {j}: prototype signs must be ±1 (or bool), found 0"
             )
         dims_l.append(D)
@@ -155,14 +156,14 @@ def axis_alignment(
         w = probe_or_weights
     elif hasattr(probe_or_weights, "input_gradients"):
         if X is None:
-            raise ValueError(
+            raise InvalidArgument(
                 "an MLP probe's alignment uses its mean input gradients: pass X"
             )
         w = mlp_weights(probe_or_weights, X)
     elif hasattr(probe_or_weights, "weights_std"):
         w = probe_or_weights.weights_std
     else:
-        raise TypeError("expected a weight tensor, a LogisticProbe or an MLPProbe")
+        raise InvalidType("expected a weight tensor, a LogisticProbe or an MLPProbe")
     w2, single = _weights_2d(w)
     d, k = w2.shape
     dims, _, cols = _flatten(proto_dims, proto_signs, d, k, single, w2.device)

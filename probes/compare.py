@@ -27,6 +27,7 @@ from .alignment import axis_alignment, mlp_weights
 from .cv import cross_validate
 from .logistic import LogisticProbe
 from .mlp import MLPProbe
+from bagofdims.errors import InvalidArgument, NotFound
 
 INPUTS = ("signs", "states")
 COLUMNS = ("category", "input", "n_held_out", "n_dims", "proto_auc", "logistic_auc", "gain",
@@ -138,7 +139,7 @@ def _states(cache, site, sub, model, states, batch_size) -> torch.Tensor:
     if states is not None:
         st = torch.as_tensor(states)
         if st.shape[0] != len(cache):
-            raise ValueError(f"states must cover every cached token: [{len(cache)}, d], got "
+            raise InvalidArgument(f"states must cover every cached token: [{len(cache)}, d], got "
                              f"{tuple(st.shape)}")
         return st[sub].float()
     if cache.meta.get("magnitudes"):
@@ -146,7 +147,7 @@ def _states(cache, site, sub, model, states, batch_size) -> torch.Tensor:
         sg = bits.unpack_signs(packed, cache.width(site), torch.float32)
         return sg * cache.magnitudes(site)[sub].float()
     if model is None:
-        raise ValueError(
+        raise InvalidArgument(
             "inputs include 'states' but this cache stores only signs: pass "
             f"model=bagofdims.load_model({cache.model_name!r})[0] (or states=[n_tokens, d]), "
             "or use inputs=('signs',)")
@@ -172,10 +173,10 @@ def compare_to_catalog(cache, cat, site: str, inputs=INPUTS, folds: int = 5, *, 
     """
     bad = [i for i in inputs if i not in INPUTS]
     if bad or not inputs:
-        raise ValueError(f"inputs must be a non-empty subset of {INPUTS}; got {tuple(inputs)}")
+        raise InvalidArgument(f"inputs must be a non-empty subset of {INPUTS}; got {tuple(inputs)}")
     feats = cat.at(site)
     if not feats:
-        raise KeyError(f"the catalog has no features at {site!r}; its sites: {cat.sites}")
+        raise NotFound(f"the catalog has no features at {site!r}; its sites: {cat.sites}")
     n, d = len(cache), cache.width(site)
     anchors = [cache.rows(f.anchors) for f in feats]
     held = [cache.rows(f.held_out) for f in feats]
@@ -268,5 +269,5 @@ def _mlp_columns(mlp, names: list[str]) -> list[int]:
         return sorted({round(i * (len(names) - 1) / max(n - 1, 1)) for i in range(n)})
     missing = [m for m in mlp if m not in names]
     if missing:
-        raise KeyError(f"mlp names {missing} are not categories at this site; have {names}")
+        raise NotFound(f"mlp names {missing} are not categories at this site; have {names}")
     return [names.index(m) for m in mlp]

@@ -24,6 +24,7 @@ import torch
 from ._auc import rank_auc
 from ._data import as_features
 from .logistic import LogisticProbe
+from bagofdims.errors import InvalidArgument
 
 IndexSets = "Sequence[Sequence[int]] | Mapping[str, Sequence[int]]"
 
@@ -54,7 +55,7 @@ def _index_sets(sets, n: int, what: str, names: list[str] | None) -> list[torch.
     if isinstance(sets, Mapping):
         keys = list(sets.keys())
         if names is not None and keys != names:
-            raise ValueError(
+            raise InvalidArgument(
                 f"{what} must have the same category names, in the same order, as the positives"
             )
         sets = [sets[k_] for k_ in keys]
@@ -64,7 +65,7 @@ def _index_sets(sets, n: int, what: str, names: list[str] | None) -> list[torch.
             list(s) if not isinstance(s, torch.Tensor) else s, dtype=torch.long
         ).flatten()
         if t.numel() and (t.min() < 0 or t.max() >= n):
-            raise ValueError(
+            raise InvalidArgument(
                 f"{what}[{j}] has row ids outside [0, {n}); ids must index rows of X (token ids)"
             )
         out.append(torch.unique(t))
@@ -106,19 +107,19 @@ def cross_validate(
     X = as_features(X)
     n, dev = X.shape[0], X.device
     if folds < 2:
-        raise ValueError(f"folds must be >= 2, got {folds}")
+        raise InvalidArgument(f"folds must be >= 2, got {folds}")
     names = list(positives.keys()) if isinstance(positives, Mapping) else None
     pos = _index_sets(positives, n, "positives", None)
     k = len(pos)
     if k == 0:
-        raise ValueError("positives is empty: give at least one category")
+        raise InvalidArgument("positives is empty: give at least one category")
 
     def per_cat(sets, what):
         if sets is None:
             return None
         out = _index_sets(sets, n, what, names)
         if len(out) != k:
-            raise ValueError(f"{what} has {len(out)} categories but positives has {k}")
+            raise InvalidArgument(f"{what} has {len(out)} categories but positives has {k}")
         return out
 
     held = per_cat(held_out, "held_out")
@@ -131,24 +132,24 @@ def cross_validate(
         candidates = held
         for j in range(k):
             if not len(pos[j]):
-                raise ValueError(
+                raise InvalidArgument(
                     f"category {j}: no anchors; the probe needs training positives"
                 )
             common = set(pos[j].tolist()) & set(held[j].tolist())
             if common:
-                raise ValueError(
+                raise InvalidArgument(
                     f"category {j}: row ids {sorted(common)[:5]} are both anchors and held-out; "
                     "anchors are training-only, remove them from held_out"
                 )
             if not len(held[j]):
-                raise ValueError(
+                raise InvalidArgument(
                     f"category {j}: held_out is empty; give test positives or pass held_out=None"
                 )
     else:
         candidates = pos
         small = [j for j in range(k) if len(pos[j]) < 2]
         if small:
-            raise ValueError(
+            raise InvalidArgument(
                 f"categories {small[:10]} have < 2 positives; k-fold CV needs 2 or more"
             )
     # Per category, its test-candidate positives are dealt round-robin into folds in random order.
@@ -168,7 +169,7 @@ def cross_validate(
         ex = _rows_mask(excl, n, dev)
         neg_ok &= ~ex
         if (ex & labels).any():
-            raise ValueError(
+            raise InvalidArgument(
                 "exclude overlaps the positives/held-out of the same category; drop those ids from one"
             )
     rowfold = (torch.randperm(n, generator=gen) % folds).to(dev)

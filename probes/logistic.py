@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ._base import ProbeBase
 from ._data import Standardizer, as_features, as_labels, as_mask, class_weights
 from ._lbfgs import batched_lbfgs
+from bagofdims.errors import InvalidArgument
 
 
 def sklearn_C(l2: float, n_train: int) -> float:
@@ -49,7 +50,7 @@ class LogisticProbe(ProbeBase):
         dtype: torch.dtype = torch.float32,
     ):
         if l2 < 0:
-            raise ValueError(f"l2 must be >= 0, got {l2}")
+            raise InvalidArgument(f"l2 must be >= 0, got {l2}")
         self.l2 = float(l2)
         self.balanced = balanced
         self.standardize = standardize

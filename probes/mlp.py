@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from bagofdims.errors import InvalidArgument
+
 from ._base import ProbeBase
 from ._data import (
     Standardizer,
@@ -64,9 +66,9 @@ class MLPProbe(ProbeBase):
         dtype: torch.dtype = torch.float32,
     ):
         if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            raise InvalidArgument(f"val_fraction must be in [0, 1), got {val_fraction}")
         if hidden < 1 or batch_size < 1 or max_epochs < 1:
-            raise ValueError("hidden, batch_size and max_epochs must be positive")
+            raise InvalidArgument("hidden, batch_size and max_epochs must be positive")
         self.hidden, self.weight_decay, self.lr = hidden, weight_decay, lr
         self.max_epochs, self.batch_size, self.patience = (
             max_epochs,
@@ -100,7 +102,7 @@ class MLPProbe(ProbeBase):
         if self.val_fraction > 0:
             if (n_pos < 2).any():
                 bad = (n_pos < 2).nonzero().flatten()[:10].tolist()
-                raise ValueError(
+                raise InvalidArgument(
                     f"column(s) {bad} have < 2 positives: early stopping needs one to validate "
                     "on; add positives or pass val_fraction=0"
                 )

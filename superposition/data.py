@@ -21,6 +21,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from .corpus import FORCED_WORDS, Document, load_corpus, tokenize
+from bagofdims.errors import InvalidArgument, MissingFile
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def make_windows(docs: list[Document], cfg: DataConfig) -> tuple[list[str], sp.c
     order = np.random.default_rng(cfg.seed).permutation(len(docs))
     n_val = int(round(len(docs) * cfg.val_fraction))
     if len(docs) - n_val < 1:
-        raise ValueError(f"corpus has {len(docs)} documents: too few for val_fraction={cfg.val_fraction}")
+        raise InvalidArgument(f"corpus has {len(docs)} documents: too few for val_fraction={cfg.val_fraction}")
     parts = [order[: len(docs) - n_val], order[len(docs) - n_val:]]
     tok = [[tokenize(ln, cfg.min_chars) for i in p for ln in docs[i]] for p in parts]
     vocab = build_vocab(tok[0], cfg.vocab)
@@ -164,7 +165,7 @@ class BowsData:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not (self.path / "meta.json").exists():
-            raise FileNotFoundError(f"{self.path}: no meta.json; build it with `bows data --out {self.path}`")
+            raise MissingFile(f"{self.path}: no meta.json; build it with `bows data --out {self.path}`")
         self.meta = json.loads((self.path / "meta.json").read_text())
         self.vocab: list[str] = json.loads((self.path / "vocab.json").read_text())
         self.index = {w: i for i, w in enumerate(self.vocab)}

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.stats import spearmanr
+from bagofdims.errors import InvalidArgument
 
 
 def _np(x) -> np.ndarray:
@@ -120,7 +121,7 @@ def silhouette(vectors: np.ndarray, labels) -> float:
     dist = 1 - v @ v.T
     uniq = np.unique(labels)
     if len(uniq) < 2:
-        raise ValueError("silhouette needs at least two categories")
+        raise InvalidArgument("silhouette needs at least two categories")
     member = labels[:, None] == uniq[None, :]                       # [n, c]
     sums = dist @ member                                              # [n, c]
     counts = member.sum(0)

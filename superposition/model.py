@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Batch
+from bagofdims.errors import InvalidArgument
 
 
 class BowsModel(nn.Module):
@@ -110,7 +111,7 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "bf16":
         return torch.bfloat16
     if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+        raise InvalidArgument(f"precision must be auto, fp32 or bf16, not {precision!r}")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if _cpu_has_bf16() else torch.float32

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .geometry import effective_rank, gram_cov_corr
+from bagofdims.errors import InvalidArgument
 
 
 @dataclass
@@ -64,7 +65,7 @@ def feature_points(structure: str, n: int) -> torch.Tensor:
         k = torch.arange(n, dtype=torch.float64) + 0.5
         phi, theta = torch.acos(1 - 2 * k / n), math.pi * (1 + 5 ** 0.5) * k
         return torch.stack([phi.sin() * theta.cos(), phi.sin() * theta.sin(), phi.cos()], 1)
-    raise ValueError(f"structure must be circle, figure8, sphere or iid, not {structure!r}")
+    raise InvalidArgument(f"structure must be circle, figure8, sphere or iid, not {structure!r}")
 
 
 def sample(cfg: SyntheticConfig, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -93,7 +94,7 @@ def train_sweep(cfg: SyntheticConfig) -> tuple[list[dict], torch.Tensor, torch.T
              for k in cfg.models.split(",") for wd in (float(w) for w in cfg.weight_decay.split(","))
              for m in parse_range(cfg.latent)]
     if not specs:
-        raise ValueError("empty sweep: check --latent, --weight-decay and --models")
+        raise InvalidArgument("empty sweep: check --latent, --weight-decay and --models")
     K, M, n = len(specs), max(s["latent"] for s in specs), cfg.features
     mask = torch.zeros(K, M, 1)
     for k, s in enumerate(specs):

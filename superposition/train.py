@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from .data import BowsData
 from .model import BowsModel, resolve_dtype
+from bagofdims.errors import MissingFile
 
 
 @dataclass
@@ -57,7 +58,7 @@ def load_model(run_dir: str | Path, device: str = "cpu") -> tuple[BowsModel, dic
     """Model and its ``config.json`` from a run directory."""
     run_dir = Path(run_dir)
     if not (run_dir / "model.safetensors").exists():
-        raise FileNotFoundError(f"{run_dir}: no model.safetensors; train it with `bows train --out {run_dir}`")
+        raise MissingFile(f"{run_dir}: no model.safetensors; train it with `bows train --out {run_dir}`")
     cfg = json.loads((run_dir / "config.json").read_text())
     t = load_file(str(run_dir / "model.safetensors"), device=device)
     m, V = t["W"].shape

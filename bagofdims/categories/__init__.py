@@ -30,6 +30,7 @@ import os
 import random
 from dataclasses import dataclass
 from typing import Any, Mapping
+from bagofdims.errors import InvalidArgument, MissingFile
 
 __all__ = ["CategoryTokens", "FORMS", "available", "load_categories", "load_category_sources",
            "map_categories", "category_report"]
@@ -51,15 +52,15 @@ def _read(name: str | os.PathLike) -> dict[str, Any]:
     if not (path.endswith(".json") or os.sep in path or "/" in path):
         shipped = os.path.join(_HERE, path + ".json")
         if not os.path.exists(shipped):
-            raise ValueError(f"unknown category set {path!r}: shipped sets are {available()}; "
+            raise InvalidArgument(f"unknown category set {path!r}: shipped sets are {available()}; "
                              "or pass a path to a JSON file, or a dict of name -> words")
         path = shipped
     if not os.path.exists(path):
-        raise FileNotFoundError(f"category file {path!r} does not exist")
+        raise MissingFile(f"category file {path!r} does not exist")
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object of categories")
+        raise InvalidArgument(f"{path}: expected a JSON object of categories")
     return data
 
 
@@ -72,7 +73,7 @@ def _normalise(data: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]
         else:
             members, source = v, ""
         if not isinstance(members, (list, tuple)) or not all(isinstance(w, str) for w in members):
-            raise ValueError(f"{where}: category {name!r} must be a list of words "
+            raise InvalidArgument(f"{where}: category {name!r} must be a list of words "
                              "(or an object with a 'members' list)")
         out[str(name)] = {"members": list(dict.fromkeys(members)), "source": source}
     return out
@@ -145,7 +146,7 @@ def _pieces(tokenizer, ids: list[int]) -> list[str]:
 
 def _check_forms(forms: str) -> None:
     if forms not in FORMS:
-        raise ValueError(f"forms={forms!r}: use one of {list(FORMS)} ('initial' = the token "
+        raise InvalidArgument(f"forms={forms!r}: use one of {list(FORMS)} ('initial' = the token "
                          "a word gets after a space, 'bare' = without it, 'both' = either)")
 
 
@@ -197,7 +198,7 @@ def map_categories(categories: Mapping[str, list[str]], tokenizer, n_anchors: in
     silently. Ids are unique within a category.
     """
     if n_anchors < 1 or n_min_held_out < 0:
-        raise ValueError("n_anchors must be >= 1 and n_min_held_out >= 0")
+        raise InvalidArgument("n_anchors must be >= 1 and n_min_held_out >= 0")
     _check_forms(forms)
     found = single_token_forms([w for ws in categories.values() for w in ws], tokenizer, forms)
     mapped: list[CategoryTokens] = []

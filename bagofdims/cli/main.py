@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bagofdims.config import add_arguments, from_args
+from bagofdims.errors import InvalidArgument
 
 
 @dataclass
@@ -263,9 +264,9 @@ def _cmd_steer(ns) -> None:
 
     cfg = from_args(SteerConfig, ns)
     if cfg.positions not in ("all", "last"):
-        raise ValueError("--positions must be 'all' or 'last'.")
+        raise InvalidArgument("--positions must be 'all' or 'last'.")
     if not cfg.feature:
-        raise ValueError("pass --feature NAME (a concept of the catalog, e.g. --feature country).")
+        raise InvalidArgument("pass --feature NAME (a concept of the catalog, e.g. --feature country).")
     print(format_result(steer(cfg), cfg.width))
 
 

@@ -24,6 +24,7 @@ import torch
 
 from bagofdims.signs import bits, hamming
 from bagofdims.features.feature import Feature
+from bagofdims.errors import InvalidArgument
 
 METHODS = ("topk", "tau", "null")
 
@@ -43,9 +44,9 @@ class DiscoveryConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"Unknown discovery method '{self.method}'; use one of {METHODS}.")
+            raise InvalidArgument(f"Unknown discovery method '{self.method}'; use one of {METHODS}.")
         if self.k < 1 or not 0.5 <= self.tau <= 1:
-            raise ValueError("k must be >= 1 and tau in [0.5, 1].")
+            raise InvalidArgument("k must be >= 1 and tau in [0.5, 1].")
 
 
 def positive_rates(packed: torch.Tensor, d: int, chunk: int = 16384) -> torch.Tensor:
@@ -70,7 +71,7 @@ def dim_auc(packed: torch.Tensor, d: int, anchor_rows: list[torch.Tensor],
         vocab_pos = positive_rates(packed, d)
     sizes = torch.tensor([len(a) for a in anchor_rows], dtype=torch.float64)
     if (sizes == 0).any():
-        raise ValueError("An anchor set is empty; give each category at least one anchor token.")
+        raise InvalidArgument("An anchor set is empty; give each category at least one anchor token.")
     flat = torch.cat([torch.as_tensor(a, dtype=torch.int64) for a in anchor_rows])
     seg = torch.repeat_interleave(torch.arange(len(anchor_rows)), sizes.to(torch.int64))
     rows = (bits.unpack_signs(packed[flat], d, torch.int8) > 0).to(torch.float64)
@@ -135,7 +136,7 @@ def discover_rows(packed: torch.Tensor, d: int, anchor_rows: list[torch.Tensor],
 def _anchor_ids(cache, anchors, tokenizer) -> tuple[list[int], list[str]]:
     """Token ids (and their text) from ids or words; words are mapped to single tokens."""
     if anchors is None or len(anchors) == 0:
-        raise ValueError("anchors is empty: pass at least 10 token ids or words of the concept.")
+        raise InvalidArgument("anchors is empty: pass at least 10 token ids or words of the concept.")
     if all(isinstance(a, str) for a in anchors):
         from bagofdims.categories import single_token_forms
 
@@ -145,12 +146,12 @@ def _anchor_ids(cache, anchors, tokenizer) -> tuple[list[int], list[str]]:
             tokenizer = load_tokenizer(cache.model_name)
         anchors = [a.strip() for a in anchors if a.strip()]  # " red" and "red" mean the word
         if not anchors:
-            raise ValueError("anchors is empty: pass at least 10 token ids or words of the concept.")
+            raise InvalidArgument("anchors is empty: pass at least 10 token ids or words of the concept.")
         forms = single_token_forms(anchors, tokenizer)
         ids = [i for w in anchors for i, _ in forms.get(w, [])]
         missing = [w for w in anchors if not forms.get(w)]
         if not ids:
-            raise ValueError(
+            raise InvalidArgument(
                 f"None of the anchors {list(anchors)[:5]} is a single token of this model's "
                 "vocabulary; pass words that are, or token ids."
             )
@@ -177,7 +178,7 @@ def discover(cache, anchors, site: str, tokenizer=None, name: str = "feature",
     d = cache.width(site)
     dims, signs, auc, params = discover_rows(cache.packed(site), d, [rows], cfg)[0]
     if len(dims) == 0:
-        raise ValueError(
+        raise InvalidArgument(
             f"No dim of {site} reaches AUC >= {tau} for these {len(ids)} anchors; lower tau, "
             "use method='topk', or give more (and more similar) anchors."
         )
@@ -225,7 +226,7 @@ def discover_unsupervised(cache, site: str, n_seeds: int = 1500, n_neighbors: in
     d = cache.width(site)
     n = packed.shape[0]
     if not 1 <= n_seeds <= n:
-        raise ValueError(f"n_seeds must be in 1..{n} (the cached tokens).")
+        raise InvalidArgument(f"n_seeds must be in 1..{n} (the cached tokens).")
     g = torch.Generator().manual_seed(seed)
     seed_rows = torch.randperm(n, generator=g)[:n_seeds]
     _, nbrs = hamming.hamming_topk(packed[seed_rows], packed, d, k=n_neighbors + 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from bagofdims.errors import InvalidArgument
 
 
 @dataclass
@@ -40,18 +41,18 @@ class Feature:
             self.signs = torch.sign(self.signs)
         self.signs = self.signs.to(torch.int8)
         if len(self.dims) != len(self.signs):
-            raise ValueError(
+            raise InvalidArgument(
                 f"Feature '{self.name}': {len(self.dims)} dims but {len(self.signs)} signs; give "
                 "one sign (+1 or -1) per dimension."
             )
         if len(self.signs) and not bool(((self.signs == 1) | (self.signs == -1)).all()):
-            raise ValueError(f"Feature '{self.name}': signs must be +1 or -1.")
+            raise InvalidArgument(f"Feature '{self.name}': signs must be +1 or -1.")
         if len(self.dims) and int(self.dims.min()) < 0:
-            raise ValueError(f"Feature '{self.name}': dims must be non-negative indices.")
+            raise InvalidArgument(f"Feature '{self.name}': dims must be non-negative indices.")
         if len(torch.unique(self.dims)) != len(self.dims):
-            raise ValueError(f"Feature '{self.name}': dims contain duplicates.")
+            raise InvalidArgument(f"Feature '{self.name}': dims contain duplicates.")
         if self.width is not None and len(self.dims) and int(self.dims.max()) >= self.width:
-            raise ValueError(
+            raise InvalidArgument(
                 f"Feature '{self.name}': dim {int(self.dims.max())} is out of range for site "
                 f"{self.site} of width {self.width} (valid: 0..{self.width - 1})."
             )
@@ -69,7 +70,7 @@ class Feature:
     def check_width(self, width: int) -> None:
         """Raise if a dim does not exist at a site of this width."""
         if len(self.dims) and int(self.dims.max()) >= width:
-            raise ValueError(
+            raise InvalidArgument(
                 f"Feature '{self.name}' uses dim {int(self.dims.max())} but site {self.site} has "
                 f"width {width}; the feature belongs to another model or site."
             )
@@ -84,7 +85,7 @@ class Feature:
     def score(self, states: torch.Tensor) -> torch.Tensor:
         """Fraction of the feature's dims whose sign agrees, for states ``[..., width]``."""
         if len(self.dims) == 0:
-            raise ValueError(f"Feature '{self.name}' has no dims; nothing to score.")
+            raise InvalidArgument(f"Feature '{self.name}' has no dims; nothing to score.")
         self.check_width(states.shape[-1])
         picked = states[..., self.dims.to(states.device)]
         agree = (picked > 0) == (self.signs.to(states.device) > 0)

@@ -20,6 +20,7 @@ import contextlib
 from typing import Iterator, Sequence
 
 import torch
+from bagofdims.errors import InvalidArgument, InvalidType
 
 __all__ = [
     "BIT_ORDER",
@@ -53,7 +54,7 @@ def packed_width(d: int) -> int:
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
     """Pack ``x > 0`` along the last dim into ``uint8 [..., ceil(d/8)]`` on ``x``'s device."""
     if x.is_floating_point() and bool(torch.isnan(x).any()):
-        raise ValueError(
+        raise InvalidArgument(
             "pack_signs: input contains NaN, whose sign is undefined; drop those rows or replace "
             "NaN first (e.g. torch.nan_to_num(x)) before packing."
         )
@@ -85,7 +86,7 @@ def popcount(t: torch.Tensor) -> torch.Tensor:
     are at most 64, so uint8 holds them; ``.sum()`` promotes to int64.
     """
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"popcount needs an integer tensor, got {t.dtype}; pack bits first.")
+        raise InvalidType(f"popcount needs an integer tensor, got {t.dtype}; pack bits first.")
     width = t.element_size()
     as_bytes = t.contiguous().view(torch.uint8)
     counts = _POPCOUNT_LUT.to(t.device)[as_bytes.long()]
@@ -96,9 +97,9 @@ def popcount(t: torch.Tensor) -> torch.Tensor:
 
 def check_packed(t: torch.Tensor, d: int, name: str) -> None:
     if t.dtype != torch.uint8:
-        raise TypeError(f"{name} must be uint8 packed signs (see pack_signs), got {t.dtype}.")
+        raise InvalidType(f"{name} must be uint8 packed signs (see pack_signs), got {t.dtype}.")
     if d < 0 or t.shape[-1] != packed_width(d):
-        raise ValueError(
+        raise InvalidArgument(
             f"{name} has {t.shape[-1]} bytes per row but d={d} needs {packed_width(d)}; "
             "pass the unpacked width d the rows were packed from."
         )
@@ -179,7 +180,7 @@ def masked_agreement(
     for name, t in (("x", x), ("masks", masks), ("patterns", patterns)):
         check_packed(t, d, name)
     if masks.shape != patterns.shape:
-        raise ValueError(f"masks {tuple(masks.shape)} and patterns {tuple(patterns.shape)} differ.")
+        raise InvalidArgument(f"masks {tuple(masks.shape)} and patterns {tuple(patterns.shape)} differ.")
     m01 = unpack_signs(masks, d, torch.float32).add_(1).mul_(0.5)  # 0/1
     w = (unpack_signs(patterns, d, torch.float32) * m01).T  # [d, k], ±1 on the mask, else 0
     dots = _dots(unpack_signs(x, d, torch.float32), w.T.contiguous())
@@ -201,7 +202,7 @@ def feature_matrix(
     signs = [torch.as_tensor(f[1]).reshape(-1) for f in features]
     for j, (di, si) in enumerate(zip(dims, signs)):
         if di.numel() != si.numel():
-            raise ValueError(f"feature {j}: {di.numel()} dims but {si.numel()} signs.")
+            raise InvalidArgument(f"feature {j}: {di.numel()} dims but {si.numel()} signs.")
     out = torch.zeros((d, len(features)), dtype=dtype)
     if not features:
         return out.to(device)
@@ -209,12 +210,12 @@ def feature_matrix(
     all_signs = torch.cat([s.to(torch.float32) for s in signs])
     cols = torch.repeat_interleave(torch.arange(len(features)), torch.tensor([x.numel() for x in dims]))
     if all_dims.numel() and (all_dims.min() < 0 or all_dims.max() >= d):
-        raise ValueError(f"feature dims must lie in [0, {d}); check the site width d.")
+        raise InvalidArgument(f"feature dims must lie in [0, {d}); check the site width d.")
     if not bool(((all_signs == 1) | (all_signs == -1)).all()):
-        raise ValueError("feature signs must be +1 or -1 (use sign 2*bit-1 for 0/1 bits).")
+        raise InvalidArgument("feature signs must be +1 or -1 (use sign 2*bit-1 for 0/1 bits).")
     flat = all_dims * len(features) + cols
     if torch.unique(flat).numel() != flat.numel():
-        raise ValueError("a feature lists the same dim twice; deduplicate its dims.")
+        raise InvalidArgument("a feature lists the same dim twice; deduplicate its dims.")
     out.view(-1)[flat] = all_signs.to(dtype)
     return out.to(device)
 
@@ -236,9 +237,9 @@ def feature_scores(states: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         pm = unpack_signs(states, d, torch.float32)
     else:
         if states.shape[-1] != d:
-            raise ValueError(f"states have width {states.shape[-1]} but features use d={d}.")
+            raise InvalidArgument(f"states have width {states.shape[-1]} but features use d={d}.")
         if states.is_floating_point() and bool(torch.isnan(states).any()):
-            raise ValueError("states contain NaN; replace them (torch.nan_to_num) before scoring.")
+            raise InvalidArgument("states contain NaN; replace them (torch.nan_to_num) before scoring.")
         pm = (states > 0).to(torch.float32) * 2 - 1
     wf = w.to(device=pm.device, dtype=torch.float32)
     size = (wf != 0).sum(0).to(torch.float32)

@@ -38,13 +38,11 @@ from bagofdims.inputs import SingleTokenInputs, resolve_prefix
 from bagofdims.models import model_name, tokenizer_fingerprint, weight_fingerprint
 from bagofdims.storage import SafetensorsError, atomic_dir, open_mmap, sha256, write_json
 from bagofdims.sites import resolve
+from bagofdims.errors import CacheError, InvalidArgument, NotFound, NumericalError, OutOfRange, SafetensorsError
 
 FORMAT_VERSION = 1
 TOKEN_IDS = "_token_ids"
 
-
-class CacheError(ValueError):
-    """A cache directory is missing, corrupt, or does not match the model it is used with."""
 
 
 def _vocab_size(model, tok) -> int:
@@ -89,7 +87,7 @@ class SignCache:
         if site not in self.meta["sites"]:
             from bagofdims.sites import describe
 
-            raise KeyError(
+            raise NotFound(
                 f"Site '{site}' is not in this cache; it has {describe(self.meta['sites'])}. "
                 "Rebuild with that site to use it."
             )
@@ -103,7 +101,7 @@ class SignCache:
         if self.meta["full_vocab"]:
             bad = tokens[(tokens < 0) | (tokens >= n_vocab)]
             if len(bad):
-                raise IndexError(f"Token ids {bad[:5].tolist()} are outside the vocabulary 0..{n_vocab - 1}.")
+                raise OutOfRange(f"Token ids {bad[:5].tolist()} are outside the vocabulary 0..{n_vocab - 1}.")
             return tokens
         if self._row_of is None:
             self._row_of = torch.full((n_vocab,), -1, dtype=torch.int64)
@@ -111,7 +109,7 @@ class SignCache:
         safe = tokens.clamp(0, n_vocab - 1)
         rows = torch.where((tokens >= 0) & (tokens < n_vocab), self._row_of[safe], -1)
         if (rows < 0).any():
-            raise IndexError(
+            raise OutOfRange(
                 f"Token ids {tokens[rows < 0][:5].tolist()} are not in this cache (built over "
                 f"{len(self)} tokens); rebuild it over the full vocabulary or those tokens."
             )
@@ -132,7 +130,7 @@ class SignCache:
     def magnitudes(self, site: str, tokens=None, device=None) -> torch.Tensor:
         """``float16 [n, width]`` absolute values (only if built with ``magnitudes=True``)."""
         if site not in self._mags:
-            raise KeyError("This cache has no magnitudes; build it with magnitudes=True.")
+            raise NotFound("This cache has no magnitudes; build it with magnitudes=True.")
         arr = self._mags[site]
         out = torch.from_numpy(np.asarray(arr if tokens is None else arr[self.rows(tokens).numpy()]))
         return out if device is None else out.to(device)
@@ -182,9 +180,9 @@ class SignCache:
         full = tokens is None
         ids = torch.arange(n_vocab) if full else torch.as_tensor(tokens, dtype=torch.int64).reshape(-1)
         if len(ids) == 0:
-            raise ValueError("tokens is empty: pass at least one vocabulary id (or None for all).")
+            raise InvalidArgument("tokens is empty: pass at least one vocabulary id (or None for all).")
         if not full and ((ids < 0) | (ids >= n_vocab)).any():
-            raise IndexError(f"tokens must be vocabulary ids in 0..{n_vocab - 1}.")
+            raise OutOfRange(f"tokens must be vocabulary ids in 0..{n_vocab - 1}.")
         if chunk_size % batch_size:
             chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
         device = next(model.parameters()).device
@@ -325,7 +323,7 @@ def _run_chunk(model, sites, ids, bos_id, batch_size, magnitudes, device, bar) -
             for s in sites:
                 value = cap[s.name]
                 if torch.isnan(value).any():
-                    raise FloatingPointError(
+                    raise NumericalError(
                         f"NaN at site {s.name}; the model's weights or dtype are broken "
                         "(try dtype=torch.float32)."
                     )

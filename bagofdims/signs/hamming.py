@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from bagofdims.signs.bits import check_packed, matmul_dtype, tail_mask, packed_width, unpack_signs
+from bagofdims.errors import InvalidArgument
 
 # Score-matrix block (queries x keys) kept at about this many entries: big enough for an
 # efficient matrix product (bf16: 64 MB), few enough blocks that per-block selection overhead
@@ -114,9 +115,9 @@ class HammingIndex:
     def __init__(self, keys: torch.Tensor, d: int, offset: int = 0):
         check_packed(keys, d, "keys")
         if keys.dim() != 2:
-            raise ValueError("HammingIndex expects 2-D [rows, bytes] keys.")
+            raise InvalidArgument("HammingIndex expects 2-D [rows, bytes] keys.")
         if keys.shape[0] + offset >= _KEY_SHIFT:
-            raise ValueError(f"at most 2**32 keys per search, got {keys.shape[0]}; split the keys.")
+            raise InvalidArgument(f"at most 2**32 keys per search, got {keys.shape[0]}; split the keys.")
         self.d, self.offset = d, offset
         self.dtype = _score_dtype(keys.device, d)
         # bf16 needs even dots: an odd width gets a constant +1 column on both sides
@@ -174,11 +175,11 @@ class HammingIndex:
         """Top-``k`` keys by sign agreement for each packed query row (see the class docstring)."""
         check_packed(queries, self.d, "queries")
         if queries.dim() != 2:
-            raise ValueError("search expects 2-D [rows, bytes] queries.")
+            raise InvalidArgument("search expects 2-D [rows, bytes] queries.")
         if queries.device != self.keys.device:
-            raise ValueError(f"queries on {queries.device} but the index on {self.keys.device}; move one.")
+            raise InvalidArgument(f"queries on {queries.device} but the index on {self.keys.device}; move one.")
         if k < 0 or k > len(self):
-            raise ValueError(f"k={k} must be between 0 and the number of keys ({len(self)}); lower k.")
+            raise InvalidArgument(f"k={k} must be between 0 and the number of keys ({len(self)}); lower k.")
         if queries.shape[0] == 0 or k == 0:
             z = torch.zeros((queries.shape[0], k), dtype=torch.int64, device=queries.device)
             return z.to(torch.int32), z
@@ -206,14 +207,14 @@ def hamming_topk(
     check_packed(queries, d, "queries")
     check_packed(keys, d, "keys")
     if queries.dim() != 2 or keys.dim() != 2:
-        raise ValueError("hamming_topk expects 2-D [rows, bytes] queries and keys.")
+        raise InvalidArgument("hamming_topk expects 2-D [rows, bytes] queries and keys.")
     if queries.device != keys.device:
-        raise ValueError(f"queries on {queries.device} but keys on {keys.device}; move one.")
+        raise InvalidArgument(f"queries on {queries.device} but keys on {keys.device}; move one.")
     n, m = queries.shape[0], keys.shape[0]
     if k < 0 or k > m:
-        raise ValueError(f"k={k} must be between 0 and the number of keys ({m}); lower k.")
+        raise InvalidArgument(f"k={k} must be between 0 and the number of keys ({m}); lower k.")
     if backend not in ("torch", "faiss"):
-        raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}.")
+        raise InvalidArgument(f"backend must be 'torch' or 'faiss', got {backend!r}.")
     if n == 0 or k == 0:
         z = torch.zeros((n, k), dtype=torch.int64, device=queries.device)
         return z.to(torch.int32), z
@@ -221,7 +222,7 @@ def hamming_topk(
         return _faiss_topk(queries, keys, d, k, largest)
     kc = chunk if chunk is not None else max(k, _KEY_ENTRIES // max(1, d))
     if kc < 1:
-        raise ValueError(f"chunk={chunk} must be a positive number of keys.")
+        raise InvalidArgument(f"chunk={chunk} must be a positive number of keys.")
     if kc >= m:
         return HammingIndex(keys, d).search(queries, k, largest)
     best = torch.full((n, k), _I64_MIN, dtype=torch.int64, device=queries.device)
@@ -240,7 +241,7 @@ def _faiss_topk(
     except ImportError as e:
         raise ImportError("backend='faiss' needs faiss: pip install bagofdims[fast]") from e
     if not largest or queries.device.type != "cpu":
-        raise ValueError("backend='faiss' supports largest=True on CPU only; use backend='torch'.")
+        raise InvalidArgument("backend='faiss' supports largest=True on CPU only; use backend='torch'.")
     mask = tail_mask(d, queries.device)  # zero padding bits on both sides: they then agree
     index = faiss.IndexBinaryFlat(8 * packed_width(d))
     index.add((keys & mask).contiguous().numpy())

@@ -24,6 +24,7 @@ import torch
 
 from bagofdims.features.feature import Feature
 from bagofdims.steering.interventions import sign_flip
+from bagofdims.errors import InvalidArgument, NotFound
 
 CONDITIONS = ("away", "toward", "random", "disjoint", "concept")
 
@@ -62,7 +63,7 @@ def concept_tokens(feature: Feature) -> torch.Tensor:
     """The concept's token ids: its anchors and held-out ids (unique)."""
     ids = list(dict.fromkeys([*feature.anchors, *feature.held_out]))
     if not ids:
-        raise ValueError(f"Feature '{feature.name}' has no anchor or held-out token ids; pass "
+        raise InvalidArgument(f"Feature '{feature.name}' has no anchor or held-out token ids; pass "
                          "a catalog feature (or set feature.anchors).")
     return torch.as_tensor(ids, dtype=torch.int64)
 
@@ -72,7 +73,7 @@ def concept_prompts(feature: Feature, label: str | None = None, n: int = 3, seed
     words = [w.strip() for w in feature.anchor_words if w.strip().isalpha()]
     words = list(dict.fromkeys(words))
     if len(words) < 3:
-        raise ValueError(f"Feature '{feature.name}' has fewer than 3 anchor words to build prompts "
+        raise InvalidArgument(f"Feature '{feature.name}' has fewer than 3 anchor words to build prompts "
                          "from; pass prompts=[...] explicitly.")
     label = label or LABELS.get(feature.name, feature.name.replace("_", " "))
     rng = random.Random(f"{seed}:{feature.name}")
@@ -141,7 +142,7 @@ def _pick_unrelated(cat, name: str, site: str) -> str:
         if best is None or overlap < best[0]:
             best = (overlap, f.name)
     if best is None:
-        raise ValueError(f"No unrelated concept at {site} for the 'concept' control; pass "
+        raise InvalidArgument(f"No unrelated concept at {site} for the 'concept' control; pass "
                          "control_concept= or leave 'concept' out of conditions.")
     return best[1]
 
@@ -156,7 +157,7 @@ def _sites(cat, name: str, layers) -> list[str]:
     out = [f"resid.{L}" if isinstance(L, int) else L for L in layers]
     missing = [s for s in out if s not in have]
     if missing:
-        raise KeyError(f"'{name}' has no feature at {missing}; available: {have}.")
+        raise NotFound(f"'{name}' has no feature at {missing}; available: {have}.")
     return out
 
 
@@ -177,7 +178,7 @@ def flip_effect(model, tok, cat, feature, prompts: list[str] | None = None, laye
     name = feature.name if isinstance(feature, Feature) else str(feature)
     bad = set(conditions) - set(CONDITIONS)
     if bad:
-        raise ValueError(f"Unknown conditions {sorted(bad)}; use {CONDITIONS}.")
+        raise InvalidArgument(f"Unknown conditions {sorted(bad)}; use {CONDITIONS}.")
     sites = _sites(cat, name, layers)
     first = _feature_at(cat, name, sites[0])
     prompts = prompts or concept_prompts(first, label, n=n_prompts, seed=seed)
@@ -187,7 +188,7 @@ def flip_effect(model, tok, cat, feature, prompts: list[str] | None = None, laye
                      {c: [] for c in conditions}, {c: [] for c in conditions}, prompts=prompts)
     if "concept" in conditions:
         if isinstance(cat, dict):
-            raise ValueError("The 'concept' control needs a Catalog (to find an unrelated concept).")
+            raise InvalidArgument("The 'concept' control needs a Catalog (to find an unrelated concept).")
         eff.control_concept = control_concept or _pick_unrelated(cat, name, sites[-1])
     for site in sites:
         f = _feature_at(cat, name, site)

@@ -44,6 +44,7 @@ from torch import nn
 from bagofdims.capture import register_site_hook
 from bagofdims.features.feature import Feature
 from bagofdims.sites import Site, resolve
+from bagofdims.errors import InvalidArgument, InvalidType, NotFound
 
 MODES = ("away", "toward", "set")
 CONTROLS = (None, "random", "disjoint")
@@ -98,13 +99,13 @@ def _positions_mask(positions, ctx: dict, b: int, s: int, device) -> torch.Tenso
 def _check_positions(positions) -> None:
     if isinstance(positions, str):
         if positions not in ("all", "last"):
-            raise ValueError(f"positions='{positions}': use 'all', 'last', an int, a slice, or a "
+            raise InvalidArgument(f"positions='{positions}': use 'all', 'last', an int, a slice, or a "
                              "boolean mask [batch, seq].")
     elif isinstance(positions, torch.Tensor):
         if positions.dtype != torch.bool or positions.dim() != 2:
-            raise ValueError("A positions mask must be a boolean tensor [batch, seq].")
+            raise InvalidArgument("A positions mask must be a boolean tensor [batch, seq].")
     elif not isinstance(positions, (int, slice)):
-        raise TypeError(f"positions must be 'all', 'last', int, slice or a bool mask, not "
+        raise InvalidType(f"positions must be 'all', 'last', int, slice or a bool mask, not "
                         f"{type(positions).__name__}.")
 
 
@@ -141,18 +142,18 @@ class SignFlip:
     def __init__(self, model: nn.Module, features, mode: str = "away", strength: float = 1.0,
                  positions="all", control=None, seed: int = 0, reference: dict | None = None):
         if mode not in MODES:
-            raise ValueError(f"mode='{mode}': use one of {MODES}.")
+            raise InvalidArgument(f"mode='{mode}': use one of {MODES}.")
         if isinstance(control, str) and control not in CONTROLS:
-            raise ValueError(f"control='{control}': use None, 'random', 'disjoint', or a Feature "
+            raise InvalidArgument(f"control='{control}': use None, 'random', 'disjoint', or a Feature "
                              "(an unrelated concept).")
         if not (isinstance(control, (str, Feature)) or control is None):
-            raise TypeError("control must be None, 'random', 'disjoint' or a Feature.")
+            raise InvalidType("control must be None, 'random', 'disjoint' or a Feature.")
         if strength < 0:
-            raise ValueError("strength must be >= 0 (the mode gives the direction).")
+            raise InvalidArgument("strength must be >= 0 (the mode gives the direction).")
         _check_positions(positions)
         features = [features] if isinstance(features, Feature) else list(features)
         if not features or not all(isinstance(f, Feature) for f in features):
-            raise TypeError("features must be a Feature or a non-empty list of Features.")
+            raise InvalidType("features must be a Feature or a non-empty list of Features.")
         self.model, self.features, self.mode = model, features, mode
         self.strength, self.positions, self.control = float(strength), positions, control
         self.seed, self.reference = seed, reference or {}
@@ -193,7 +194,7 @@ class SignFlip:
         outside[sf.exclude.cpu()] = False
         cand = outside.nonzero().squeeze(-1)
         if len(cand) < n:
-            raise ValueError(f"site {sf.site.name}: {n} control dims needed but only {len(cand)} "
+            raise InvalidArgument(f"site {sf.site.name}: {n} control dims needed but only {len(cand)} "
                              "dims lie outside the features; use a smaller feature.")
         mag = ref.abs().mean(0).cpu()
         if self.control == "disjoint":
@@ -321,7 +322,7 @@ class SignFlip:
                         raise RuntimeError("Control dims are drawn on the first forward pass; run "
                                            "the model first or pass reference=.")
                     return sf.dims.cpu()
-        raise KeyError(f"No flip at site '{site}'; this flip covers {sorted(self.calls)}.")
+        raise NotFound(f"No flip at site '{site}'; this flip covers {sorted(self.calls)}.")
 
     def __repr__(self) -> str:
         names = [f.name for f in self.features]

@@ -30,6 +30,7 @@ from torch import nn
 from bagofdims.signs import bits
 from bagofdims.features.feature import Feature
 from bagofdims.sites import find_blocks, resolve
+from bagofdims.errors import InvalidArgument
 
 
 # -- FFN writers --------------------------------------------------------------------------------
@@ -132,9 +133,9 @@ def ffn_writers(weight: torch.Tensor, features: list[Feature], threshold: float 
     the paper's reading) or ``"both"`` (either orientation; see the module docstring).
     """
     if polarity not in ("positive", "both"):
-        raise ValueError("polarity must be 'positive' or 'both'.")
+        raise InvalidArgument("polarity must be 'positive' or 'both'.")
     if not features:
-        raise ValueError("No features given.")
+        raise InvalidArgument("No features given.")
     width = weight.shape[0]
     for f in features:
         f.check_width(width)
@@ -200,7 +201,7 @@ def kv_survival(cache, layers=None, categories="default", tokenizer=None,
         layers = sorted({int(s.split(".")[1]) for s in have if s.startswith("k.")})
     sites = [f"{k}.{L}" for L in layers for k in kinds if f"{k}.{L}" in have]
     if not sites:
-        raise ValueError(f"The cache has none of the sites {kinds} at layers {list(layers)}; build "
+        raise InvalidArgument(f"The cache has none of the sites {kinds} at layers {list(layers)}; build "
                          "it with sites=['k.*', 'v.*', 'resid.*'].")
     if "embed" in have:
         sites = ["embed"] + sites
