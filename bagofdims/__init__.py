@@ -9,7 +9,8 @@
 
 from bagofdims.errors import (BagOfDimsError, CacheError, CatalogError, ModelNotAvailable,
                               UnknownSite)
-from bagofdims.capture import Capture, StopForward, active_hooks, hook_count
+from bagofdims.capture import Capture, StopForward
+from bagofdims.hooks import active_hooks, hook_count
 from bagofdims.signs.cache import SignCache
 from bagofdims.models import EMBEDDED, load_model
 from bagofdims.sites import all_sites, resolve

@@ -17,16 +17,9 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from bagofdims.hooks import HookSet
 from bagofdims.sites import Site, resolve
-from bagofdims.errors import InvalidArgument, NotFound
-
-
-def register_site_hook(module: nn.Module, on: str, hook):
-    """Attach ``hook`` where a site is read: a pre-hook (with kwargs) for ``on="input"`` sites,
-    a forward hook on the output otherwise. Returns the removable handle."""
-    if on == "input":
-        return module.register_forward_pre_hook(hook, with_kwargs=True)
-    return module.register_forward_hook(hook)
+from bagofdims.errors import HookError, InvalidArgument, InvalidType, NotFound
 
 
 class StopForward(Exception):
@@ -60,36 +53,34 @@ class Capture:
     ):
         self.model = model
         self.sites: list[Site] = resolve(model, sites)
+        if position is not None and (isinstance(position, bool) or not isinstance(position, int)):
+            raise InvalidType(f"position={position!r}: pass an int sequence index (e.g. -1) or None.")
         self.stop = stop
         self.to = to
-        self.dtype = dtype
+        self.dtype = _as_dtype(dtype)
         self.position = position
         self.keep_all = keep_all
         self._values: dict[str, torch.Tensor] = {}
         self._history: dict[str, list[torch.Tensor]] = defaultdict(list)
-        self._handles: list = []
+        self._hooks: HookSet | None = None
         self._seen: set[str] = set()
 
     # -- context management ------------------------------------------------------------------
     def __enter__(self) -> "Capture":
-        if self._handles:
-            raise RuntimeError("This Capture is already active; use a new one to nest captures.")
+        if self.active:
+            raise HookError("This Capture is already active; use a new one to nest captures.")
         self._values.clear()
         self._history.clear()
-        try:
-            by_module: dict[tuple[str, str], list[Site]] = defaultdict(list)
-            for site in self.sites:
-                by_module[(site.module_path, site.on)].append(site)
-            # Reset the per-pass bookkeeping when the earliest site's module starts, which works
-            # whichever module the user calls (the LM, its base model, an encoder...).
-            first = self.model.get_submodule(self.sites[0].module_path)
-            self._handles.append(first.register_forward_pre_hook(self._reset))
-            for (path, on), group in by_module.items():
-                hook = self._make_hook(group, on == "input")
-                self._handles.append(register_site_hook(self.model.get_submodule(path), on, hook))
-        except BaseException:
-            self.remove()
-            raise
+        hooks = HookSet(self.model, "capture", self)
+        by_module: dict[tuple[str, str], list[Site]] = defaultdict(list)
+        for site in self.sites:
+            by_module[(site.module_path, site.on)].append(site)
+        # Reset the per-pass bookkeeping when the earliest site's module starts, which works
+        # whichever module the user calls (the LM, its base model, an encoder...).
+        hooks.add(self.sites[0].module_path, self._reset, "input", "reset")
+        for (path, on), group in by_module.items():
+            hooks.add(path, self._make_hook(group, on == "input"), on, ",".join(s.name for s in group))
+        self._hooks = hooks.attach()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -98,18 +89,17 @@ class Capture:
 
     def remove(self) -> None:
         """Detach every hook of this capture (idempotent)."""
-        while self._handles:
-            self._handles.pop().remove()
+        if self._hooks is not None:
+            self._hooks.detach()
+            self._hooks = None
 
     @property
     def active(self) -> bool:
-        return bool(self._handles)
+        return self._hooks is not None and self._hooks.active
 
     # -- hooks --------------------------------------------------------------------------------
-    def _reset(self, module, args):
+    def _reset(self, module, args, kwargs):
         self._seen.clear()
-
-    _reset.__bagofdims__ = "capture:reset"
 
     def _make_hook(self, group: list[Site], is_input: bool):
         def hook(module, *hook_args):
@@ -123,7 +113,6 @@ class Capture:
             if self.stop and len(self._seen) == len(self.sites):
                 raise StopForward()
 
-        hook.__bagofdims__ = "capture:" + ",".join(s.name for s in group)
         return hook
 
     def _record(self, site: Site, value: torch.Tensor) -> None:
@@ -175,24 +164,15 @@ class Capture:
         return f"Capture({[s.name for s in self.sites]}, {state}, stop={self.stop})"
 
 
-def active_hooks(model: nn.Module) -> list[tuple[str, str]]:
-    """``(module path, owner)`` of every bagofdims hook attached to ``model`` right now.
-
-    Hooks that transformers itself installs (it keeps some for ``output_hidden_states``) are not
-    listed: only ours, which must never outlive their context manager.
-    """
-    found = []
-    for path, module in model.named_modules():
-        for fn in (*module._forward_hooks.values(), *module._forward_pre_hooks.values()):
-            owner = getattr(fn, "__bagofdims__", None)
-            if owner is not None:
-                found.append((path, owner))
-    return found
-
-
-def hook_count(model: nn.Module) -> int:
-    """Number of bagofdims hooks attached to ``model`` (0 outside any context manager)."""
-    return len(active_hooks(model))
+def _as_dtype(dtype):
+    """A torch dtype from a dtype or its name ("float16", "torch.bfloat16")."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str):
+        found = getattr(torch, dtype.removeprefix("torch."), None)
+        if isinstance(found, torch.dtype):
+            return found
+    raise InvalidArgument(f"dtype={dtype!r} is not a torch dtype; pass e.g. torch.float16 or 'float16'.")
 
 
 def no_cache_kwargs(model: nn.Module) -> dict:

@@ -12,13 +12,12 @@ chosen by the mean per-dim AUC on the anchors (never by held-out numbers).
 from __future__ import annotations
 
 import fnmatch
-import json
+import logging
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
-from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
 from bagofdims.signs import bits
@@ -26,25 +25,30 @@ from bagofdims.features.evaluation import evaluate_prototypes
 from bagofdims.features.feature import Feature
 from bagofdims.features.discovery import DiscoveryConfig, discover_rows, positive_rates
 from bagofdims.inputs import TextStart
-from bagofdims.storage import atomic_dir, open_mmap
-from bagofdims.errors import CatalogError, NotFound, OutOfRange
+from bagofdims import catalog_format
+from bagofdims.catalog_format import CatalogMeta
+from bagofdims.errors import CatalogError, InvalidArgument, NotFound, OutOfRange
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 
 class Catalog:
     """Features (one per category and site) plus the query API."""
 
-    def __init__(self, features: list[Feature], meta: dict, cache=None, tokenizer=None):
+    def __init__(self, features: list[Feature], meta: CatalogMeta, cache=None, tokenizer=None,
+                 path=None):
         self.features = features
         self.meta = meta
+        self.path = Path(path) if path is not None else None
         self._cache = cache
-        self._tokenizer = tokenizer
-        self._model = None
+        self._tokenizer = None
+        self._lock = threading.Lock()  # the lazily loaded cache is shared by every thread
+        if tokenizer is not None:
+            self.tokenizer = tokenizer
         for i, f in enumerate(features):
             f.index = i
-            f.model = meta.get("model")
+            f.model = meta.model
 
     # -- build ------------------------------------------------------------------------------
     @classmethod
@@ -57,12 +61,17 @@ class Catalog:
         mapped to single tokens of the model's tokenizer (``forms``: ``"initial"`` = the token
         after a space, ``"both"`` = with or without it, ``"bare"``; see
         :func:`bagofdims.categories.single_token_forms`); categories with too few are reported
-        in ``meta["skipped"]`` (and printed), never dropped silently.
+        in ``meta.skipped`` (and logged), never dropped silently. ``tokenizer``: the model's
+        tokenizer (``bagofdims.models.load_tokenizer(cache.model_name)``); the catalog never loads
+        one itself.
         """
         from bagofdims.categories import load_categories, map_categories
 
         config = config or DiscoveryConfig()
-        tokenizer = tokenizer or _load_tok(cache)
+        if tokenizer is None:
+            raise InvalidArgument(
+                "Catalog.build needs the model's tokenizer to map category words to tokens: pass "
+                f"tokenizer=bagofdims.models.load_tokenizer({cache.model_name!r}).")
         cache.check(tokenizer=tokenizer)
         mapped, skipped = map_categories(load_categories(categories), tokenizer,
                                          n_anchors=n_anchors, n_min_held_out=n_min_held_out,
@@ -70,10 +79,14 @@ class Catalog:
         in_cache = set(cache.token_ids.tolist())
         mapped = [m for m in mapped if set(m.anchors) <= in_cache and set(m.held_out) <= in_cache]
         if not mapped:
-            raise CatalogError("No category has enough single-token members for this tokenizer.")
-        if skipped and progress:
-            print(f"catalog: {len(skipped)} categories skipped (too few single tokens), "
-                  f"{len(mapped)} used; see catalog.meta['skipped'].")
+            raise CatalogError(
+                f"No category has enough single-token members for this tokenizer: each needs "
+                f"{n_anchors} anchors + {n_min_held_out} held-out tokens in the cache "
+                f"({len(skipped)} skipped). Lower n_anchors / n_min_held_out (CLI: --n-anchors), "
+                "use forms='both', or give larger categories.")
+        if skipped:
+            log.info("catalog: %d categories skipped (too few single tokens), %d used; see "
+                     "catalog.meta.skipped.", len(skipped), len(mapped))
         site_list = _match_sites(cache, sites)
         anchor_rows = [cache.rows(m.anchors) for m in mapped]
         held_rows = [cache.rows(m.held_out) for m in mapped]
@@ -90,14 +103,12 @@ class Catalog:
                     anchors=m.anchors, anchor_words=m.anchor_words, held_out=m.held_out,
                     held_out_words=m.held_out_words, method=config.method, params=params,
                     threshold=float(ev["threshold"][c]), metrics=metrics, width=d))
-        meta = {
-            "format_version": FORMAT_VERSION, "model": cache.model_name,
-            "weights": cache.meta["weights"], "tokenizer": cache.meta["tokenizer"],
-            "cache": str(cache.path) if cache.path else None, "sites": site_list,
-            "config": asdict(config), "categories": categories if isinstance(categories, str) else "custom",
-            "n_anchors": n_anchors, "forms": forms, "skipped": skipped,
-            "bos_id": cache.meta.get("bos_id"),
-        }
+        meta = CatalogMeta(
+            model=cache.model_name, weights=cache.meta.weights, tokenizer=cache.meta.tokenizer,
+            sites=site_list, config=asdict(config),
+            categories=categories if isinstance(categories, str) else "custom",
+            n_anchors=n_anchors, forms=forms, skipped=dict(skipped), bos_id=cache.meta.bos_id,
+            cache=str(cache.path.resolve()) if cache.path else None)
         return cls(features, meta, cache=cache, tokenizer=tokenizer)
 
     # -- access -----------------------------------------------------------------------------
@@ -107,11 +118,11 @@ class Catalog:
 
     @property
     def sites(self) -> list[str]:
-        return list(self.meta["sites"])
+        return list(self.meta.sites)
 
     @property
     def model_name(self) -> str:
-        return self.meta["model"]
+        return self.meta.model
 
     def __len__(self) -> int:
         return len(self.features)
@@ -164,20 +175,47 @@ class Catalog:
     # -- cache-backed queries ---------------------------------------------------------------
     @property
     def cache(self):
-        if self._cache is None:
-            from bagofdims.signs.cache import SignCache
+        """The sign cache the catalog was built from (loaded on first use, checked)."""
+        with self._lock:
+            if self._cache is None:
+                self._cache = self._find_cache()
+            return self._cache
 
-            if not self.meta.get("cache"):
-                raise CatalogError("This catalog has no cache attached; pass cache= to load().")
-            self._cache = SignCache.load(self.meta["cache"])
-            self._check_cache(self._cache)
-        return self._cache
+    def _find_cache(self):
+        from bagofdims.signs.cache import SignCache
+
+        candidates = []
+        if self.path is not None and self.meta.cache_relative:
+            candidates.append((self.path / self.meta.cache_relative).resolve())
+        if self.meta.cache:
+            candidates.append(Path(self.meta.cache))
+        for where in candidates:
+            if (where / "meta.json").exists():
+                cache = SignCache.load(where)
+                self._check_cache(cache)
+                return cache
+        raise CatalogError(
+            f"The sign cache of this catalog is not where it was built ({self.meta.cache}) nor at "
+            "the same place relative to the catalog; pass cache=SignCache.load(DIR) to "
+            "Catalog.load.")
 
     @property
     def tokenizer(self):
+        """The model's tokenizer, as given to build/load (the catalog never loads one)."""
         if self._tokenizer is None:
-            self._tokenizer = _load_tok(self.cache)
+            raise CatalogError(
+                "This catalog has no tokenizer to turn token ids into text: pass tokenizer= to "
+                f"Catalog.load (bagofdims.models.load_tokenizer({self.model_name!r})).")
         return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tok) -> None:
+        from bagofdims.models import tokenizer_fingerprint
+
+        if tokenizer_fingerprint(tok) != self.meta.tokenizer:
+            raise CatalogError(f"The tokenizer given is not the one of model '{self.model_name}' "
+                               "this catalog was built with; load that model's tokenizer.")
+        self._tokenizer = tok
 
     def _text(self, ids) -> list[str]:
         return [self.tokenizer.decode([int(i)]) for i in ids]
@@ -205,45 +243,71 @@ class Catalog:
         return out
 
     def explain_dim(self, site: str, dim: int, k: int = 10) -> dict:
-        """Tokens most positive and most negative on a dim (needs magnitudes for a ranking;
-        else a sample of each sign), and the features it belongs to."""
+        """Tokens most positive and most negative on a dim, and the features it belongs to.
+
+        Ranked by value when the cache has magnitudes (``ranked_by="value"``); else by
+        typicality (``ranked_by="typicality"``): among the tokens of each sign, those whose whole
+        sign pattern agrees most with the mean sign difference between the dim's positive and
+        negative tokens, i.e. the clearest members of each side.
+        """
+        if site not in self.sites:
+            raise NotFound(f"Site '{site}' is not in this catalog; it has {self.sites}.")
         width = self.cache.width(site)
-        if not 0 <= dim < width:
-            raise OutOfRange(f"dim {dim} is out of range for {site} (width {width}).")
-        if self.cache.meta.get("magnitudes"):
-            col = self.cache.magnitudes(site)[:, dim].float()
-            sign = self.cache.signs(site)[:, dim].float()
-            v = col * sign
-            pos, neg = v.topk(k).indices, (-v).topk(k).indices
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 0 <= dim < width:
+            raise OutOfRange(f"dim {dim!r} is out of range for {site} (width {width}: 0..{width - 1}).")
+        signs = self.cache.signs(site)
+        col = signs[:, dim].float()
+        if self.cache.meta.magnitudes:
+            pos_key = neg_key = self.cache.magnitudes(site)[:, dim].float()
+            ranked_by = "value"
         else:
-            sign = self.cache.signs(site)[:, dim]
-            pos = (sign > 0).nonzero()[:k, 0]
-            neg = (sign < 0).nonzero()[:k, 0]
+            s = signs.float()
+            pos, neg = col > 0, col < 0
+            contrast = (s[pos].mean(0) - s[neg].mean(0)) if pos.any() and neg.any() else \
+                torch.zeros(s.shape[1])
+            contrast[dim] = 0.0  # the dim itself says nothing about typicality
+            pos_key = s @ contrast
+            neg_key = -pos_key
+            ranked_by = "typicality"
+        minus_inf = torch.tensor(float("-inf"))
+        pos_key = torch.where(col > 0, pos_key, minus_inf)
+        neg_key = torch.where(col < 0, neg_key, minus_inf)
+        top = pos_key.topk(min(k, int((col > 0).sum()))).indices
+        bottom = neg_key.topk(min(k, int((col < 0).sum()))).indices
         return {
-            "site": site, "dim": dim, "ranked": bool(self.cache.meta.get("magnitudes")),
-            "positive_rate": float((self.cache.signs(site)[:, dim] > 0).float().mean()),
-            "most_positive": self._text(self.cache.token_ids[pos]),
-            "most_negative": self._text(self.cache.token_ids[neg]),
+            "site": site, "dim": dim, "ranked": ranked_by == "value", "ranked_by": ranked_by,
+            "positive_rate": float((col > 0).float().mean()),
+            "most_positive": self._text(self.cache.token_ids[top]),
+            "most_negative": self._text(self.cache.token_ids[bottom]),
             "features": [(f.name, s) for f, s in self.features_of_dim(site, dim)],
         }
 
-    def read(self, text: str, site: str | None = None, model=None, top: int = 3) -> list[dict]:
-        """Run ``text`` through the model; per token, the features that fire at ``site``.
+    def read(self, text: str, model, tokenizer=None, site: str | None = None,
+             top: int = 3) -> list[dict]:
+        """Run ``text`` through ``model``; per token, the features that fire at ``site``.
 
         A feature fires on a token when its score reaches the feature's threshold (the 99th
         percentile of non-member vocabulary tokens). The text follows the start token the
-        cache put before each vocabulary token (``meta["bos_id"]``), if any, so no text token
-        sits at the position-0 attention sink; that start token is not listed.
+        cache put before each vocabulary token (``meta.bos_id``), if any, so no text token sits
+        at the position-0 attention sink; that start token is not listed. ``model`` must be the
+        catalog's model (checked); ``tokenizer`` defaults to the one given to build/load.
         """
         from bagofdims.capture import Capture
 
+        if model is None:
+            raise InvalidArgument("Catalog.read needs the model (the catalog never loads one): pass "
+                                  f"model=bagofdims.load_model({self.model_name!r})[0].")
         site = site or self.sites[len(self.sites) // 2]
         feats = self.at(site)
         if not feats:
             raise NotFound(f"No features at {site}; this catalog has sites {self.sites}.")
-        model = model or self._load_model()
+        if not isinstance(text, str) or not text:
+            raise InvalidArgument("text must be a non-empty string.")
+        self.check_model(model)
+        if tokenizer is not None:
+            self.tokenizer = tokenizer  # checked against the catalog's fingerprint
         tok = self.tokenizer
-        ids, lead = TextStart(tok, self.meta.get("bos_id"))(tok(text)["input_ids"])
+        ids, lead = TextStart(tok, self.meta.bos_id)(tok(text)["input_ids"])
         x = torch.tensor([ids], device=next(model.parameters()).device)
         with torch.no_grad(), Capture(model, [site], stop=True) as cap:
             cap.run(input_ids=x, attention_mask=torch.ones_like(x))
@@ -259,102 +323,43 @@ class Catalog:
             out.append({"token": tok.decode([tid]), "features": ranked})
         return out
 
-    def _load_model(self):
-        if self._model is None:
-            from bagofdims.models import load_model
-
-            self._model, tok = load_model(self.model_name)
-            self._tokenizer = self._tokenizer or tok
-            self.check_model(self._model)
-        return self._model
-
     # -- checks -----------------------------------------------------------------------------
     def _check_cache(self, cache) -> None:
-        if cache.meta["weights"] != self.meta["weights"] or cache.meta["tokenizer"] != self.meta["tokenizer"]:
+        if cache.meta.weights != self.meta.weights or cache.meta.tokenizer != self.meta.tokenizer:
             raise CatalogError(
-                f"This catalog belongs to model '{self.model_name}' (weights {self.meta['weights']}); "
-                f"the cache given is of '{cache.model_name}' (weights {cache.meta['weights']}). "
-                "Use the cache the catalog was built from, or rebuild the catalog."
-            )
+                f"This catalog belongs to model '{self.model_name}' (weights {self.meta.weights}); "
+                f"the cache given is of '{cache.model_name}' (weights {cache.meta.weights}). "
+                "Use the cache the catalog was built from, or rebuild the catalog.")
 
     def check_model(self, model) -> None:
         """Raise unless ``model`` is the one this catalog was built for."""
         from bagofdims.models import weight_fingerprint
 
-        if weight_fingerprint(model) != self.meta["weights"]:
+        if weight_fingerprint(model) != self.meta.weights:
             raise CatalogError(
                 f"This catalog belongs to model '{self.model_name}' (weights "
-                f"{self.meta['weights']}), not to the model given. Load '{self.model_name}' or "
-                "rebuild the catalog from a cache of this model."
-            )
+                f"{self.meta.weights}), not to the model given. Load '{self.model_name}' or "
+                "rebuild the catalog from a cache of this model.")
 
     # -- save / load ------------------------------------------------------------------------
     def save(self, path, overwrite: bool = False) -> Path:
-        """Write ``catalog.json`` + ``features.safetensors`` atomically."""
-        sizes = [len(f) for f in self.features]
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        cat = lambda xs, dt: np.concatenate([np.asarray(x, dtype=dt) for x in xs]) if xs else np.zeros(0, dt)  # noqa: E731
-        tensors = {
-            "offsets": offsets,
-            "dims": cat([f.dims.numpy() for f in self.features], np.int64),
-            "signs": cat([f.signs.numpy() for f in self.features], np.int8),
-            "dim_auc": cat([f.dim_auc.numpy() if f.dim_auc is not None else np.full(len(f), np.nan)
-                            for f in self.features], np.float32),
-        }
-        records = []
-        for f in self.features:
-            rec = {k: getattr(f, k) for k in ("name", "site", "anchors", "anchor_words", "held_out",
-                                              "held_out_words", "method", "params", "threshold",
-                                              "metrics", "width")}
-            rec["id"] = f.id
-            records.append(rec)
-
-        def fill(tmp: Path) -> None:
-            save_file(tensors, str(tmp / "features.safetensors"))
-            (tmp / "catalog.json").write_text(json.dumps({"meta": self.meta, "features": records}))
-
-        return atomic_dir(path, fill, overwrite)
+        """Write ``catalog.json`` + ``features.safetensors`` atomically, with checksums."""
+        out = catalog_format.write(path, self.meta, self.features, overwrite)
+        self.path = out
+        return out
 
     @classmethod
-    def load(cls, path, cache=None, model=None) -> Catalog:
-        """Load a catalog; refuses a ``cache`` or ``model`` that is not the one it was built for."""
-        path = Path(path)
-        if not (path / "catalog.json").exists():
-            raise CatalogError(
-                f"{path} is not a catalog (no catalog.json). Build one with "
-                "`bagofdims catalog --cache DIR --out DIR` or Catalog.build(cache).save(DIR)."
-            )
-        try:
-            data = json.loads((path / "catalog.json").read_text())
-            arrays = open_mmap(path / "features.safetensors")
-        except (json.JSONDecodeError, OSError, ValueError) as err:
-            raise CatalogError(f"{path} is corrupt ({err}); rebuild the catalog.") from err
-        meta = data["meta"]
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise CatalogError(f"{path}: catalog format {meta.get('format_version')} is not "
-                               f"{FORMAT_VERSION}; rebuild it.")
-        off = np.asarray(arrays["offsets"])
-        if len(off) != len(data["features"]) + 1 or off[-1] != len(arrays["dims"]):
-            raise CatalogError(f"{path}: features.safetensors does not match catalog.json; rebuild.")
-        feats = []
-        for i, rec in enumerate(data["features"]):
-            sl = slice(int(off[i]), int(off[i + 1]))
-            rec = {k: v for k, v in rec.items() if k != "id"}
-            feats.append(Feature(dims=np.asarray(arrays["dims"][sl]), signs=np.asarray(arrays["signs"][sl]),
-                                 dim_auc=np.asarray(arrays["dim_auc"][sl]), **rec))
-        cat = cls(feats, meta, cache=None)
+    def load(cls, path, cache=None, model=None, tokenizer=None) -> "Catalog":
+        """Load and validate a catalog; refuses a ``cache``, ``model`` or ``tokenizer`` that is not
+        the one it was built for. Without ``cache`` the built-from cache is found on first use."""
+        meta, feats = catalog_format.read(path)
+        cat = cls(feats, meta, cache=None, tokenizer=tokenizer, path=path)
         if cache is not None:
             cat._check_cache(cache)
             cat._cache = cache
         if model is not None:
             cat.check_model(model)
         return cat
-
-
-def _load_tok(cache):
-    from bagofdims.models import load_tokenizer
-
-    return load_tokenizer(cache.model_name)
 
 
 def _match_sites(cache, patterns) -> list[str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from bagofdims.errors import UnknownSite
+from bagofdims.errors import InvalidType, UnknownSite
 
 # Known block lists, tried in order before the generic search.
 BLOCK_PATHS = (
@@ -232,6 +232,10 @@ def resolve(model: nn.Module, patterns) -> list[Site]:
         patterns = [patterns]
     if not patterns:
         raise UnknownSite("No sites given: pass names like 'resid.5' or globs like 'resid.*'.")
+    patterns = list(patterns)
+    bad = [p for p in patterns if not isinstance(p, str)]
+    if bad:
+        raise InvalidType(f"Site names must be strings like 'resid.5' or 'resid.*', not {bad[0]!r}.")
     available = all_sites(model)
     chosen: dict[str, Site] = {}
     for pattern in patterns:

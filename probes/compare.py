@@ -124,7 +124,7 @@ def vocab_states(model, cache, site: str, rows=None, batch_size: int = 256) -> t
     cache.check(model=model)
     rows = torch.arange(len(cache)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
     ids = cache.token_ids[rows]
-    bos_id = cache.meta.get("bos_id") if cache.meta.get("bos") else None
+    bos_id = cache.meta.bos_id if cache.meta.bos else None
     inputs = SingleTokenInputs(model, bos_id)
     out = torch.empty(len(ids), cache.width(site), dtype=torch.float32)
     with torch.inference_mode(), Capture(model, [site], stop=True, position=-1) as cap:
@@ -142,7 +142,7 @@ def _states(cache, site, sub, model, states, batch_size) -> torch.Tensor:
             raise InvalidArgument(f"states must cover every cached token: [{len(cache)}, d], got "
                              f"{tuple(st.shape)}")
         return st[sub].float()
-    if cache.meta.get("magnitudes"):
+    if cache.meta.magnitudes:
         packed = cache.packed(site)[sub]
         sg = bits.unpack_signs(packed, cache.width(site), torch.float32)
         return sg * cache.magnitudes(site)[sub].float()

@@ -7,6 +7,7 @@ import torch
 
 from bagofdims.signs import bits
 from bagofdims.signs.cache import TOKEN_IDS, SignCache
+from bagofdims.signs.meta import CacheMeta
 from bagofdims.models import tokenizer_fingerprint
 
 import tiny
@@ -33,10 +34,11 @@ def make_cache(flip_prob: float = 0.1, seed: int = 0):
         mag = x[r, c].abs() + 1.0  # members sit far out on their dims
         x[r, c] = torch.where(agree, sign * mag, -sign * mag)
     tok = tiny.tokenizer(vocab_size=V)
-    meta = {"format_version": 1, "model": "planted", "weights": "planted-weights",
-            "tokenizer": tokenizer_fingerprint(tok), "vocab_size": V, "full_vocab": True,
-            "n_tokens": V, "sites": {"resid.0": D, "resid.1": D}, "bos": False,
-            "bit_order": "little", "magnitudes": True, "created": "now"}
+    meta = CacheMeta(model="planted", weights="planted-weights", tokenizer=tokenizer_fingerprint(tok),
+                     vocab_size=V, full_vocab=True, n_tokens=V, sites={"resid.0": D, "resid.1": D},
+                     bos=False, bos_id=None, bos_token=None, bos_rule="off", dtype="float32",
+                     magnitudes=True, batch_size=V, chunk_size=V, tokens_sha256="planted",
+                     created="now")
     packed = bits.pack_signs(x).numpy()
     noisy = bits.pack_signs(torch.randn(V, D, generator=g)).numpy()  # resid.1: no structure
     signs = {"resid.0": packed, "resid.1": noisy, TOKEN_IDS: np.arange(V, dtype=np.int64)}

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import bagofdims as bd
+from bagofdims.errors import ResumeError
 from bagofdims.signs.cache import CacheError
 
 import tiny
@@ -24,7 +25,7 @@ def test_build_matches_single_token_forward(llama):
     model, tok = llama
     cache = bd.SignCache.build(model, tok, sites=["resid.*", "final", "k.1"], batch_size=16,
                                bos=False, progress=False)
-    assert len(cache) == tiny.VOCAB and cache.meta["bos"] is False and cache.meta["bos_id"] is None
+    assert len(cache) == tiny.VOCAB and cache.meta.bos is False and cache.meta.bos_id is None
     ids = torch.tensor([5, 17, 40])
     with torch.no_grad():
         hs = model(ids[:, None], output_hidden_states=True).hidden_states
@@ -55,8 +56,8 @@ def test_decoders_read_each_token_after_the_document_start_by_default(llama, tmp
     model, tok = llama
     ids = torch.tensor([9, 3, 50])
     default = bd.SignCache.build(model, tok, sites=["resid.1"], tokens=ids, progress=False)
-    assert default.meta["bos"] is True and default.meta["bos_id"] == 1
-    assert default.meta["bos_token"] == "<bos>" and default.meta["bos_rule"] == "bos"
+    assert default.meta.bos is True and default.meta.bos_id == 1
+    assert default.meta.bos_token == "<bos>" and default.meta.bos_rule == "bos"
     explicit = bd.SignCache.build(model, tok, sites=["resid.1"], bos=True, tokens=ids, progress=False)
     alone = bd.SignCache.build(model, tok, sites=["resid.1"], bos=False, tokens=ids, progress=False)
     assert torch.equal(default.packed("resid.1"), explicit.packed("resid.1"))
@@ -65,16 +66,16 @@ def test_decoders_read_each_token_after_the_document_start_by_default(llama, tmp
                                progress=False)
     with torch.no_grad():
         hs = model(torch.stack([torch.full_like(ids, 2), ids], 1), output_hidden_states=True).hidden_states
-    assert other.meta["bos_id"] == 2 and other.meta["bos_rule"] == "given"
+    assert other.meta.bos_id == 2 and other.meta.bos_rule == "given"
     assert torch.equal(other.signs("resid.1"), torch.where(hs[2][:, -1] > 0, 1, -1).to(torch.int8))
     # a checkpoint left by a build with another start token is refused, not mixed in
     bd.SignCache.build(model, tok, sites=["resid.1"], tokens=ids, checkpoint=tmp_path / "ck",
                        progress=False)
-    with pytest.raises(bd.CacheError, match="other settings"):
+    with pytest.raises(ResumeError, match="other settings"):
         bd.SignCache.build(model, tok, sites=["resid.1"], tokens=ids, bos_token="<eos>",
                            checkpoint=tmp_path / "ck", progress=False)
     encoder = bd.SignCache.build(tiny.make("bert"), tok, sites=["resid.0"], tokens=ids, progress=False)
-    assert encoder.meta["bos"] is False and encoder.meta["bos_rule"] == "off"
+    assert encoder.meta.bos is False and encoder.meta.bos_rule == "off"
 
 
 def test_batch_size_does_not_change_signs(llama):

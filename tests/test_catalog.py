@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -62,7 +63,7 @@ def test_save_load_roundtrip_and_refusals(built, tmp_path):
         assert a.name == b.name and torch.equal(a.dims, b.dims) and torch.equal(a.signs, b.signs)
         assert a.metrics == b.metrics
     other, _, _ = planted.make_cache(seed=1)
-    other.meta = dict(other.meta, weights="other-weights", model="other")
+    other.meta = dataclasses.replace(other.meta, weights="other-weights", model="other")
     with pytest.raises(CatalogError, match="belongs to model 'planted'"):
         bd.Catalog.load(path, cache=other)
     with pytest.raises(CatalogError, match="belongs to model"):
@@ -78,16 +79,16 @@ def test_too_few_members_are_reported_not_silent():
     cache, tok, _ = planted.make_cache()
     cats = dict(planted.categories(), tiny_cat=["w1000", "w1001"])
     cat = bd.Catalog.build(cache, categories=cats, sites="resid.0", tokenizer=tok, progress=False)
-    assert "tiny_cat" in cat.meta["skipped"] and "tiny_cat" not in cat.names
+    assert "tiny_cat" in cat.meta.skipped and "tiny_cat" not in cat.names
 
 
 def test_forms_policy_is_passed_on_and_recorded(tmp_path):
     cache, tok, _ = planted.make_cache()
     cat = bd.Catalog.build(cache, categories=planted.categories(), sites="resid.0", tokenizer=tok,
                            progress=False, forms="both")
-    assert cat.meta["forms"] == "both"
+    assert cat.meta.forms == "both"
     cat.save(tmp_path / "c")
-    assert bd.Catalog.load(tmp_path / "c", cache=cache).meta["forms"] == "both"
+    assert bd.Catalog.load(tmp_path / "c", cache=cache).meta.forms == "both"
     with pytest.raises(ValueError, match="initial"):
         bd.Catalog.build(cache, categories=planted.categories(), sites="resid.0", tokenizer=tok,
                          progress=False, forms="space")
@@ -105,7 +106,7 @@ def test_read_scores_live_states_on_a_real_forward(tmp_path):
     out = cat.read("w5 w50 w7", site="resid.1", model=model)
     assert [r["token"] for r in out] == ["w5", "w50", "w7"]
     # the text follows the cache's start token (<bos>, id 1), as the cached tokens did
-    assert cat.meta["bos_id"] == cache.meta["bos_id"] == 1
+    assert cat.meta.bos_id == cache.meta.bos_id == 1
     with torch.no_grad(), bd.Capture(model, ["resid.1"]) as cap:
         model(torch.tensor([[1] + tok("w5 w50 w7")["input_ids"]]))
     fired = 0
@@ -117,14 +118,3 @@ def test_read_scores_live_states_on_a_real_forward(tmp_path):
             fired += 1
     assert fired == 3 * 2
     assert bd.hook_count(model) == 0
-
-
-def test_catalog_pick_uses_anchors_only_and_finds_the_planted_site():
-    from experiments.reading_report import catalog_pick
-
-    cat, *_ = planted.make_catalog()
-    for f in cat.at("resid.1"):  # were held-out numbers used, the pure-noise site would win
-        f.metrics["held_out_auc"] = 1.0
-    pick = catalog_pick(cat)
-    assert pick["sites"] == {"resid.0": 3}
-    assert pick["held_out_auc"]["n"] == 3 and pick["held_out_auc"]["median"] > 0.9

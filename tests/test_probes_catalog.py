@@ -1,5 +1,6 @@
 """compare_to_catalog on a synthetic cache + catalog with planted category features."""
 
+import dataclasses
 import pytest
 import torch
 
@@ -110,7 +111,7 @@ def test_errors(setup):
         compare_to_catalog(cache, cat, site="resid.7")
     with pytest.raises(ValueError, match="inputs"):
         compare_to_catalog(cache, cat, site="resid.0", inputs=("logits",))
-    no_mag = bd.SignCache({**cache.meta, "magnitudes": False}, cache._signs, None)
+    no_mag = bd.SignCache(dataclasses.replace(cache.meta, magnitudes=False), cache._signs, None)
     cat2 = bd.Catalog(cat.features, cat.meta, cache=no_mag)
     with pytest.raises(ValueError, match="model="):
         compare_to_catalog(no_mag, cat2, site="resid.0", inputs=("states",))

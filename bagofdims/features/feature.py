@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from bagofdims.errors import InvalidArgument
+from bagofdims.checks import as_indices
+from bagofdims.errors import InvalidArgument, InvalidType
 
 
 @dataclass
@@ -35,9 +36,13 @@ class Feature:
     index: int | None = None  # position in its catalog (stable id model/site/index)
 
     def __post_init__(self) -> None:
-        self.dims = torch.as_tensor(self.dims, dtype=torch.int64).reshape(-1).cpu()
+        if not isinstance(self.name, str) or not isinstance(self.site, str):
+            raise InvalidType(f"Feature name and site must be strings, got {self.name!r}, {self.site!r}.")
+        self.dims = as_indices(self.dims, f"Feature '{self.name}': dims")
         self.signs = torch.as_tensor(self.signs).reshape(-1).cpu()
         if self.signs.is_floating_point():
+            if not bool(torch.isfinite(self.signs).all()):
+                raise InvalidArgument(f"Feature '{self.name}': signs must be +1 or -1, not NaN/inf.")
             self.signs = torch.sign(self.signs)
         self.signs = self.signs.to(torch.int8)
         if len(self.dims) != len(self.signs):

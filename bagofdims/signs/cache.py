@@ -20,6 +20,7 @@ the result is byte-identical to an uninterrupted build.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,18 +33,19 @@ import torch
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
+from bagofdims.checks import as_indices, positive_int
 from bagofdims.signs import bits
 from bagofdims.capture import Capture
 from bagofdims.inputs import SingleTokenInputs, resolve_prefix
 from bagofdims.models import model_name, tokenizer_fingerprint, weight_fingerprint
-from bagofdims.storage import SafetensorsError, atomic_dir, open_mmap, sha256, write_json
+from bagofdims.storage import atomic_dir, open_mmap, recover, sha256
 from bagofdims.sites import resolve
-from bagofdims.errors import CacheError, InvalidArgument, NotFound, NumericalError, OutOfRange, SafetensorsError
+from bagofdims.signs.checkpoint import Checkpoint, Chunk, now
+from bagofdims.signs.meta import CacheMeta
+from bagofdims.errors import (CacheError, InvalidArgument, NotFound, NumericalError, OutOfRange,
+                              ResumeError, SafetensorsError)
 
-FORMAT_VERSION = 1
 TOKEN_IDS = "_token_ids"
-
-
 
 def _vocab_size(model, tok) -> int:
     rows = model.get_input_embeddings().weight.shape[0]
@@ -53,7 +55,7 @@ def _vocab_size(model, tok) -> int:
 class SignCache:
     """Packed signs (and optional magnitudes) of every site for a set of vocabulary tokens."""
 
-    def __init__(self, meta: dict, signs: dict, magnitudes: dict | None = None, path=None):
+    def __init__(self, meta: CacheMeta, signs: dict, magnitudes: dict | None = None, path=None):
         self.meta = meta
         self._signs = signs  # site -> np.ndarray uint8 [n, B] (possibly memory-mapped)
         self._mags = magnitudes or {}
@@ -65,14 +67,14 @@ class SignCache:
     # -- properties -----------------------------------------------------------------------------
     @property
     def sites(self) -> list[str]:
-        return list(self.meta["sites"])
+        return list(self.meta.sites)
 
     @property
     def model_name(self) -> str:
-        return self.meta["model"]
+        return self.meta.model
 
     def width(self, site: str) -> int:
-        return int(self.meta["sites"][self._site(site)])
+        return int(self.meta.sites[self._site(site)])
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -80,15 +82,15 @@ class SignCache:
     def __repr__(self) -> str:
         return (
             f"SignCache(model={self.model_name!r}, tokens={len(self)}, sites={len(self.sites)}, "
-            f"bos={self.meta['bos']}, magnitudes={bool(self._mags)})"
+            f"bos={self.meta.bos}, magnitudes={bool(self._mags)})"
         )
 
     def _site(self, site: str) -> str:
-        if site not in self.meta["sites"]:
+        if site not in self.meta.sites:
             from bagofdims.sites import describe
 
             raise NotFound(
-                f"Site '{site}' is not in this cache; it has {describe(self.meta['sites'])}. "
+                f"Site '{site}' is not in this cache; it has {describe(self.meta.sites)}. "
                 "Rebuild with that site to use it."
             )
         return site
@@ -96,9 +98,9 @@ class SignCache:
     # -- access ---------------------------------------------------------------------------------
     def rows(self, tokens) -> torch.Tensor:
         """Row indices of vocabulary token ids (errors name ids the cache lacks)."""
-        tokens = torch.as_tensor(tokens, dtype=torch.int64).reshape(-1)
-        n_vocab = int(self.meta["vocab_size"])
-        if self.meta["full_vocab"]:
+        tokens = as_indices(tokens, "token ids")
+        n_vocab = self.meta.vocab_size
+        if self.meta.full_vocab:
             bad = tokens[(tokens < 0) | (tokens >= n_vocab)]
             if len(bad):
                 raise OutOfRange(f"Token ids {bad[:5].tolist()} are outside the vocabulary 0..{n_vocab - 1}.")
@@ -138,13 +140,13 @@ class SignCache:
     # -- model checks ---------------------------------------------------------------------------
     def check(self, model=None, tokenizer=None) -> None:
         """Raise :class:`CacheError` unless the model / tokenizer are the ones that built it."""
-        if model is not None and weight_fingerprint(model) != self.meta["weights"]:
+        if model is not None and weight_fingerprint(model) != self.meta.weights:
             raise CacheError(
                 f"This cache was built from model '{self.model_name}' (weights "
-                f"{self.meta['weights']}), not from the model given ({model_name(model)}, weights "
+                f"{self.meta.weights}), not from the model given ({model_name(model)}, weights "
                 f"{weight_fingerprint(model)}). Load that model, or rebuild the cache with this one."
             )
-        if tokenizer is not None and tokenizer_fingerprint(tokenizer) != self.meta["tokenizer"]:
+        if tokenizer is not None and tokenizer_fingerprint(tokenizer) != self.meta.tokenizer:
             raise CacheError(
                 f"This cache was built with another tokenizer than the one given (model "
                 f"'{self.model_name}'). Use that model's tokenizer, or rebuild the cache."
@@ -178,38 +180,31 @@ class SignCache:
         n_vocab = _vocab_size(model, tokenizer)
         bos_id, bos_rule = resolve_prefix(model, tokenizer, bos, bos_token)
         full = tokens is None
-        ids = torch.arange(n_vocab) if full else torch.as_tensor(tokens, dtype=torch.int64).reshape(-1)
+        ids = torch.arange(n_vocab) if full else as_indices(tokens, "tokens")
         if len(ids) == 0:
             raise InvalidArgument("tokens is empty: pass at least one vocabulary id (or None for all).")
         if not full and ((ids < 0) | (ids >= n_vocab)).any():
             raise OutOfRange(f"tokens must be vocabulary ids in 0..{n_vocab - 1}.")
+        positive_int(batch_size, "batch_size")
+        positive_int(chunk_size, "chunk_size")
         if chunk_size % batch_size:
             chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
         device = next(model.parameters()).device
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "model": model_name(model),
-            "weights": weight_fingerprint(model),
-            "tokenizer": tokenizer_fingerprint(tokenizer),
-            "vocab_size": n_vocab,
-            "full_vocab": full,
-            "n_tokens": len(ids),
-            "sites": {},
-            "bos": bos_id is not None,
-            "bos_id": bos_id,
-            "bos_token": tokenizer.convert_ids_to_tokens(bos_id) if bos_id is not None else None,
-            "bos_rule": bos_rule,
-            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-            "bit_order": bits.BIT_ORDER,
-            "magnitudes": magnitudes,
-            "batch_size": batch_size,
-            "chunk_size": chunk_size,
-            "tokens_sha256": hashlib.sha256(ids.numpy().tobytes()).hexdigest()[:16],
-        }
-        ckpt = _Checkpoint(checkpoint, meta) if checkpoint is not None else None
-        parts: list[dict] = []
+        settings = dict(
+            model=model_name(model), weights=weight_fingerprint(model),
+            tokenizer=tokenizer_fingerprint(tokenizer), vocab_size=n_vocab, full_vocab=full,
+            n_tokens=len(ids), bos=bos_id is not None, bos_id=bos_id,
+            bos_token=tokenizer.convert_ids_to_tokens(bos_id) if bos_id is not None else None,
+            bos_rule=bos_rule, dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
+            magnitudes=magnitudes, batch_size=batch_size, chunk_size=chunk_size,
+            tokens_sha256=hashlib.sha256(ids.numpy().tobytes()).hexdigest()[:16],
+            weights_hashed=_hashed(model))
+        t0 = time.perf_counter()
+        key = dict(settings, sites=[site.name for site in resolved])
+        ckpt = Checkpoint(checkpoint, key) if checkpoint is not None else None
+        parts: list[Chunk] = []
         chunks = list(range(0, len(ids), chunk_size))
-        bar = tqdm(total=len(ids), desc=f"sign cache {meta['model']}", unit="tok",
+        bar = tqdm(total=len(ids), desc=f"sign cache {settings['model']}", unit="tok",
                    disable=not progress, smoothing=0.1)
         for ci, start in enumerate(chunks):
             done = ckpt.load(ci) if ckpt else None
@@ -222,12 +217,13 @@ class SignCache:
                 bar.update(len(ids[start:start + chunk_size]))
             parts.append(done)
         bar.close()
-        signs = {s.name: np.concatenate([p[s.name] for p in parts]) for s in resolved}
+        signs = {s.name: np.concatenate([p.signs[s.name] for p in parts]) for s in resolved}
         signs[TOKEN_IDS] = ids.numpy().astype(np.int64)
-        mags = ({s.name: np.concatenate([p["|" + s.name] for p in parts]) for s in resolved}
+        mags = ({s.name: np.concatenate([p.mags[s.name] for p in parts]) for s in resolved}
                 if magnitudes else None)
-        meta["sites"] = {s.name: int(parts[0]["#" + s.name]) for s in resolved}
-        meta["created"] = ckpt.created if ckpt else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        meta = CacheMeta(**settings, sites={s.name: parts[0].widths[s.name] for s in resolved},
+                         created=ckpt.created if ckpt else now(),
+                         build_seconds=round(time.perf_counter() - t0, 1))
         cache = cls(meta, signs, mags)
         if ckpt:
             cache._checkpoint = ckpt.path
@@ -239,15 +235,17 @@ class SignCache:
         path = Path(path)
 
         def fill(tmp: Path) -> None:
-            meta = dict(self.meta, files={})
+            files = {}
             data = {k: np.ascontiguousarray(v) for k, v in self._signs.items()}
             save_file(data, str(tmp / "signs.safetensors"))
-            meta["files"]["signs.safetensors"] = sha256(tmp / "signs.safetensors")
+            files["signs.safetensors"] = sha256(tmp / "signs.safetensors")
             if self._mags:
                 save_file({k: np.ascontiguousarray(v) for k, v in self._mags.items()},
                           str(tmp / "magnitudes.safetensors"))
-                meta["files"]["magnitudes.safetensors"] = sha256(tmp / "magnitudes.safetensors")
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+                files["magnitudes.safetensors"] = sha256(tmp / "magnitudes.safetensors")
+            meta = dataclasses.replace(self.meta, files=files)
+            meta.validate("the cache being saved")
+            (tmp / "meta.json").write_text(json.dumps(meta.to_json(), indent=1))
             self.meta = meta  # now with the files' checksums
 
         atomic_dir(path, fill, overwrite)
@@ -264,6 +262,7 @@ class SignCache:
         ``verify`` checks each data file's sha256 against ``meta.json`` (catches corruption).
         """
         path = Path(path)
+        recover(path)  # completes a replacement a killed save left half-done
         meta_path = path / "meta.json"
         if not meta_path.exists():
             raise CacheError(
@@ -271,22 +270,18 @@ class SignCache:
                 "`bagofdims capture --model NAME --out DIR` or SignCache.build(...).save(DIR)."
             )
         try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as err:
-            raise CacheError(f"{meta_path} is corrupt ({err}); rebuild the cache.") from err
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise CacheError(
-                f"{path} has cache format {meta.get('format_version')}, this bagofdims reads "
-                f"{FORMAT_VERSION}; rebuild the cache."
-            )
+            raw = json.loads(meta_path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CacheError(f"{meta_path} is not valid UTF-8 JSON ({err}); rebuild the cache.") from err
+        meta = CacheMeta.from_json(raw, str(meta_path))
         arrays = {}
         for fname in ("signs.safetensors", "magnitudes.safetensors"):
             fpath = path / fname
-            if fname not in meta.get("files", {}):
+            if fname not in meta.files:
                 continue
             if not fpath.exists():
                 raise CacheError(f"{fpath} is missing; rebuild the cache.")
-            if verify and sha256(fpath) != meta["files"][fname]:
+            if verify and sha256(fpath) != meta.files[fname]:
                 raise CacheError(
                     f"{fpath} is corrupt (its checksum differs from meta.json); rebuild the cache."
                 )
@@ -297,8 +292,11 @@ class SignCache:
         if "signs.safetensors" not in arrays:
             raise CacheError(f"{path} has no signs.safetensors; rebuild the cache.")
         signs = arrays["signs.safetensors"]
-        n = int(meta["n_tokens"])
-        for site, width in meta["sites"].items():
+        n = meta.n_tokens
+        if set(signs) != set(meta.sites) | {TOKEN_IDS}:
+            raise CacheError(f"{path}: signs.safetensors holds {sorted(signs)}, meta.json lists "
+                             f"{sorted(meta.sites)}; the cache is corrupt, rebuild it.")
+        for site, width in meta.sites.items():
             shape = tuple(signs[site].shape) if site in signs else None
             if shape != (n, bits.packed_width(width)):
                 raise CacheError(
@@ -310,9 +308,11 @@ class SignCache:
         return cache
 
 
-def _run_chunk(model, sites, ids, bos_id, batch_size, magnitudes, device, bar) -> dict:
+def _run_chunk(model, sites, ids, bos_id, batch_size, magnitudes, device, bar) -> Chunk:
     """Forward one chunk of tokens in batches; return packed signs (+ magnitudes) per site."""
-    out: dict[str, list] = {}
+    signs: dict[str, list] = {s.name: [] for s in sites}
+    mags: dict[str, list] = {s.name: [] for s in sites} if magnitudes else {}
+    widths: dict[str, int] = {}
     inputs = SingleTokenInputs(model, bos_id, device)  # a BOS prefix is computed once
     with torch.inference_mode(), Capture(model, [s.name for s in sites], stop=True,
                                          position=-1) as cap:
@@ -322,56 +322,22 @@ def _run_chunk(model, sites, ids, bos_id, batch_size, magnitudes, device, bar) -
             cap.run(**inputs(batch))
             for s in sites:
                 value = cap[s.name]
-                if torch.isnan(value).any():
+                if not torch.isfinite(value).all():
                     raise NumericalError(
-                        f"NaN at site {s.name}; the model's weights or dtype are broken "
-                        "(try dtype=torch.float32)."
-                    )
-                out.setdefault(s.name, []).append(bits.pack_signs(value).cpu().numpy())
-                out["#" + s.name] = value.shape[-1]
+                        f"NaN or infinity at site {s.name}; the model's weights or dtype are "
+                        "broken (try dtype=torch.float32).")
+                signs[s.name].append(bits.pack_signs(value).cpu().numpy())
+                widths[s.name] = value.shape[-1]
                 if magnitudes:
-                    out.setdefault("|" + s.name, []).append(value.abs().half().cpu().numpy())
+                    mags[s.name].append(value.abs().half().cpu().numpy())
             bar.update(len(batch))
-    return {k: (np.concatenate(v) if isinstance(v, list) else v) for k, v in out.items()}
+    return Chunk({k: np.concatenate(v) for k, v in signs.items()},
+                  {k: np.concatenate(v) for k, v in mags.items()}, widths)
 
 
-class _Checkpoint:
-    """Finished chunks of an interrupted build (one safetensors file each, written atomically)."""
+def _hashed(model) -> dict:
+    """What the weight fingerprint covered, when the models module can say."""
+    from bagofdims import models
 
-    def __init__(self, path, meta: dict):
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        key = {k: meta[k] for k in ("model", "weights", "tokenizer", "n_tokens", "bos", "bos_id",
-                                      "dtype", "magnitudes", "batch_size", "chunk_size",
-                                      "tokens_sha256")}
-        info = self.path / "build.json"
-        if info.exists():
-            saved = json.loads(info.read_text())
-            if saved["key"] != key:
-                raise CacheError(
-                    f"{self.path} holds a build with other settings or another model; delete it "
-                    "or choose another checkpoint directory."
-                )
-            self.created = saved["created"]
-        else:
-            self.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            write_json(info, {"key": key, "created": self.created})
-
-    def _file(self, i: int) -> Path:
-        return self.path / f"chunk-{i:06d}.safetensors"
-
-    def load(self, i: int) -> dict | None:
-        f = self._file(i)
-        if not f.exists():
-            return None
-        try:
-            arrays = open_mmap(f)
-        except SafetensorsError:
-            return None  # a torn file: recompute the chunk
-        return {k: (int(v[0]) if k.startswith("#") else np.array(v)) for k, v in arrays.items()}
-
-    def save(self, i: int, part: dict) -> None:
-        data = {k: (np.array([v], dtype=np.int64) if k.startswith("#") else v) for k, v in part.items()}
-        tmp = self._file(i).with_suffix(".tmp")
-        save_file(data, str(tmp))
-        os.replace(tmp, self._file(i))
+    info = getattr(models, "fingerprint_info", None)
+    return dict(info(model)) if info is not None else {}

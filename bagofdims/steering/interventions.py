@@ -35,16 +35,17 @@ attention mask when positions need it; all are removed on exit, also when the bl
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from bagofdims.capture import register_site_hook
+from bagofdims.hooks import HookSet, active_objects
 from bagofdims.features.feature import Feature
 from bagofdims.sites import Site, resolve
-from bagofdims.errors import InvalidArgument, InvalidType, NotFound
+from bagofdims.errors import HookError, InvalidArgument, InvalidType, NotFound, OutOfRange
 
 MODES = ("away", "toward", "set")
 CONTROLS = (None, "random", "disjoint")
@@ -82,13 +83,22 @@ def _positions_mask(positions, ctx: dict, b: int, s: int, device) -> torch.Tenso
         return idx[None, :] == last[:, None]
     if isinstance(positions, int):
         want = positions if positions >= 0 else total + positions
+        if offset == 0 and not 0 <= want < total:
+            raise OutOfRange(f"positions={positions} is outside the {total} positions of this input; "
+                             f"use an index in -{total}..{total - 1}.")
         return (idx == want)[None, :].expand(b, s)
     if isinstance(positions, slice):
         sel = torch.zeros(total, dtype=torch.bool, device=device)
         sel[positions] = True
+        if offset == 0 and not sel.any():
+            raise OutOfRange(f"positions={positions} selects none of the {total} positions of this "
+                             "input; use a slice that overlaps it.")
         return sel[offset:][None, :].expand(b, s)
     # boolean mask over the prompt
     pm = positions.to(device=device, dtype=torch.bool)
+    if offset == 0 and tuple(pm.shape) != (b, s):
+        raise InvalidArgument(f"The positions mask has shape {tuple(pm.shape)} but the input is "
+                              f"[batch={b}, seq={s}]; pass a boolean mask of exactly that shape.")
     out = torch.zeros(b, s, dtype=torch.bool, device=device)
     lo, hi = offset, min(offset + s, pm.shape[1])
     if hi > lo:
@@ -148,8 +158,10 @@ class SignFlip:
                              "(an unrelated concept).")
         if not (isinstance(control, (str, Feature)) or control is None):
             raise InvalidType("control must be None, 'random', 'disjoint' or a Feature.")
-        if strength < 0:
-            raise InvalidArgument("strength must be >= 0 (the mode gives the direction).")
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not \
+                math.isfinite(strength) or strength < 0:
+            raise InvalidArgument(f"strength={strength!r}: pass a finite number >= 0 (the mode "
+                                  "gives the direction; 1 is a pure sign flip).")
         _check_positions(positions)
         features = [features] if isinstance(features, Feature) else list(features)
         if not features or not all(isinstance(f, Feature) for f in features):
@@ -157,7 +169,7 @@ class SignFlip:
         self.model, self.features, self.mode = model, features, mode
         self.strength, self.positions, self.control = float(strength), positions, control
         self.seed, self.reference = seed, reference or {}
-        self._handles: list = []
+        self._hooks: HookSet | None = None
         self._ctx: dict = {}
         self._flips = self._plan()
 
@@ -261,15 +273,10 @@ class SignFlip:
         else:
             def hook(module, args, output):
                 return rewrite(output)
-        hook.__bagofdims__ = f"sign_flip:{self.mode}:" + ",".join(sf.site.name for sf in group)
-        hook.__bagofdims_flip__ = self
         return hook
 
     def _context_hook(self, module, args, kwargs):
         mask = kwargs.get("attention_mask")
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is None:
-            ids = kwargs.get("inputs_embeds")
         self._ctx = {"attention_mask": mask}
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         if mask is None and cache is not None and hasattr(cache, "get_seq_length"):
@@ -277,18 +284,15 @@ class SignFlip:
 
     # -- context management ---------------------------------------------------------------------
     def __enter__(self) -> "SignFlip":
-        if self._handles:
-            raise RuntimeError("This sign flip is already active; create another to nest flips.")
-        try:
-            if not (isinstance(self.positions, str) and self.positions == "all"):
-                hook = _bound(self._context_hook, "sign_flip:context", self)
-                self._handles.append(self.model.register_forward_pre_hook(hook, with_kwargs=True))
-            for (path, on), group in self._flips.items():
-                hook = self._make_hook(group, on == "input")
-                self._handles.append(register_site_hook(self.model.get_submodule(path), on, hook))
-        except BaseException:
-            self.remove()
-            raise
+        if self.active:
+            raise HookError("This sign flip is already active; create another to nest flips.")
+        hooks = HookSet(self.model, f"sign_flip:{self.mode}", self)
+        if not (isinstance(self.positions, str) and self.positions == "all"):
+            hooks.add("", self._context_hook, "model_input", "context")
+        for (path, on), group in self._flips.items():
+            hooks.add(path, self._make_hook(group, on == "input"), on,
+                      ",".join(sf.site.name for sf in group))
+        self._hooks = hooks.attach()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -297,13 +301,14 @@ class SignFlip:
 
     def remove(self) -> None:
         """Detach every hook of this flip (idempotent)."""
-        while self._handles:
-            self._handles.pop().remove()
+        if self._hooks is not None:
+            self._hooks.detach()
+            self._hooks = None
         self._ctx = {}
 
     @property
     def active(self) -> bool:
-        return bool(self._handles)
+        return self._hooks is not None and self._hooks.active
 
     @property
     def calls(self) -> dict[str, int]:
@@ -332,15 +337,6 @@ class SignFlip:
         return (f"SignFlip({names}, mode={self.mode}, strength={self.strength}, "
                 f"positions={self.positions if not isinstance(self.positions, torch.Tensor) else 'mask'}"
                 f"{ctrl}, {state})")
-
-
-def _bound(fn, owner: str, flip: SignFlip):
-    def hook(*a):
-        return fn(*a)
-
-    hook.__bagofdims__ = owner
-    hook.__bagofdims_flip__ = flip
-    return hook
 
 
 def _first_occurrence(dims: torch.Tensor) -> torch.Tensor:
@@ -392,10 +388,4 @@ def sign_flip(model: nn.Module, features, mode: str = "away", strength: float = 
 
 def active_interventions(model: nn.Module) -> list[SignFlip]:
     """The sign flips whose hooks are attached to ``model`` right now, in attachment order."""
-    seen: dict[int, SignFlip] = {}
-    for module in model.modules():
-        for fn in (*module._forward_hooks.values(), *module._forward_pre_hooks.values()):
-            flip = getattr(fn, "__bagofdims_flip__", None)
-            if flip is not None:
-                seen.setdefault(id(flip), flip)
-    return list(seen.values())
+    return active_objects(model, SignFlip)

@@ -1,0 +1,136 @@
+"""CacheMeta: the typed, validated metadata of a sign cache (its ``meta.json``).
+
+Every field is checked on load (type, range, consistency with the others), and ``meta.json``
+carries the sha256 of its own canonical content, so a hand edit of a width, the bit order, the
+start token or the vocabulary size is refused instead of read silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bagofdims.errors import CacheError
+
+FORMAT_VERSION = 2
+BIT_ORDER = "little"
+DATA_FILES = ("signs.safetensors", "magnitudes.safetensors")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class CacheMeta:
+    """What a sign cache holds and how it was made."""
+
+    model: str  # the name the model was loaded under
+    weights: str  # fingerprint of every weight (see bagofdims.models.weight_fingerprint)
+    tokenizer: str  # fingerprint of the vocabulary and special tokens
+    vocab_size: int
+    full_vocab: bool  # rows are ids 0..vocab_size-1 in order
+    n_tokens: int
+    sites: dict[str, int]  # site -> width (dims)
+    bos: bool  # a start token was read before each token
+    bos_id: int | None
+    bos_token: str | None
+    bos_rule: str  # which rule picked it (bagofdims.inputs.document_start), "given" or "off"
+    dtype: str  # the model's parameter dtype during the build
+    magnitudes: bool  # magnitudes.safetensors holds float16 |values|
+    batch_size: int
+    chunk_size: int
+    tokens_sha256: str  # of the int64 token ids, first 16 hex digits
+    bit_order: str = BIT_ORDER
+    created: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # data file -> sha256
+    weights_hashed: dict[str, Any] = field(default_factory=dict)  # what the fingerprint covers
+    build_seconds: float | None = None
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict:
+        """The ``meta.json`` content, with the checksum of everything else."""
+        body = dataclasses.asdict(self)
+        return {**body, "meta_sha256": _digest(body)}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "meta.json") -> "CacheMeta":
+        """Validate a parsed ``meta.json``; raise :class:`CacheError` naming what is wrong."""
+        if not isinstance(obj, dict):
+            raise CacheError(f"{where} holds {type(obj).__name__}, not a metadata object; the "
+                             "cache is corrupt, rebuild it.")
+        version = obj.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CacheError(f"{where}: cache format {version!r}, this bagofdims reads "
+                             f"{FORMAT_VERSION}; rebuild the cache.")
+        body = {k: v for k, v in obj.items() if k != "meta_sha256"}
+        if obj.get("meta_sha256") != _digest(body):
+            raise CacheError(f"{where} was edited or damaged after it was written (its checksum "
+                             "does not match its content); rebuild the cache.")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown, missing = set(body) - names, [f.name for f in dataclasses.fields(cls)
+                                               if f.name not in body and _required(f)]
+        if unknown or missing:
+            raise CacheError(f"{where}: unknown fields {sorted(unknown)}, missing {missing}; "
+                             "rebuild the cache.")
+        meta = cls(**body)
+        meta.validate(where)
+        return meta
+
+    def validate(self, where: str = "meta") -> None:
+        """Raise :class:`CacheError` unless every field has a valid type and value."""
+        def bad(msg: str):
+            raise CacheError(f"{where}: {msg}; the cache is corrupt, rebuild it.")
+
+        for name, kinds in _TYPES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+                bad(f"{name} is {value!r}, expected {' or '.join(k.__name__ for k in kinds)}")
+        if self.vocab_size < 1 or self.n_tokens < 1:
+            bad(f"vocab_size {self.vocab_size} / n_tokens {self.n_tokens} must be >= 1")
+        if self.full_vocab and self.n_tokens != self.vocab_size:
+            bad(f"a full-vocabulary cache has {self.n_tokens} rows for {self.vocab_size} tokens")
+        if self.n_tokens > self.vocab_size:
+            bad(f"{self.n_tokens} rows for a {self.vocab_size}-token vocabulary")
+        if not self.sites or not all(isinstance(k, str) and isinstance(w, int) and not
+                                     isinstance(w, bool) and w >= 1 for k, w in self.sites.items()):
+            bad(f"sites must map names to widths >= 1, got {self.sites!r}")
+        if self.bos != (self.bos_id is not None):
+            bad(f"bos={self.bos} disagrees with bos_id={self.bos_id}")
+        if self.bos_id is not None and not 0 <= self.bos_id < self.vocab_size:
+            bad(f"bos_id {self.bos_id} is outside the vocabulary 0..{self.vocab_size - 1}")
+        if self.bit_order != BIT_ORDER:
+            bad(f"bit order {self.bit_order!r}; this bagofdims reads {BIT_ORDER!r}")
+        if self.batch_size < 1 or self.chunk_size < 1:
+            bad("batch_size and chunk_size must be >= 1")
+        for name, digest in self.files.items():
+            if name not in DATA_FILES or not isinstance(digest, str) or not _HEX64.match(digest):
+                bad(f"files lists {name!r} -> {digest!r}; expected {DATA_FILES} with sha256 digests")
+        if self.magnitudes != ("magnitudes.safetensors" in self.files) and self.files:
+            bad("magnitudes flag and the files listed disagree")
+
+    def resume_key(self) -> dict:
+        """The settings an interrupted build must share with its resume (the output depends on them)."""
+        keys = ("model", "weights", "tokenizer", "n_tokens", "sites", "bos", "bos_id", "dtype",
+                "magnitudes", "batch_size", "chunk_size", "tokens_sha256")
+        return {k: getattr(self, k) for k in keys}
+
+
+_TYPES: dict[str, tuple] = {
+    "model": (str,), "weights": (str,), "tokenizer": (str,), "vocab_size": (int,),
+    "full_vocab": (bool,), "n_tokens": (int,), "sites": (dict,), "bos": (bool,),
+    "bos_id": (int, type(None)), "bos_token": (str, type(None)), "bos_rule": (str,),
+    "dtype": (str,), "magnitudes": (bool,), "batch_size": (int,), "chunk_size": (int,),
+    "tokens_sha256": (str,), "bit_order": (str,), "created": (str,), "files": (dict,),
+    "weights_hashed": (dict,), "build_seconds": (int, float, type(None)),
+    "format_version": (int,),
+}
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
