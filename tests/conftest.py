@@ -1,4 +1,8 @@
 import os
+import sys
+
+# helpers (tiny.py, planted.py) live here; tests in subfolders import them by name
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

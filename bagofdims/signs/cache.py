@@ -106,8 +106,10 @@ class SignCache:
                 raise OutOfRange(f"Token ids {bad[:5].tolist()} are outside the vocabulary 0..{n_vocab - 1}.")
             return tokens
         if self._row_of is None:
-            self._row_of = torch.full((n_vocab,), -1, dtype=torch.int64)
-            self._row_of[self.token_ids] = torch.arange(len(self.token_ids))
+            # built whole, then published: another thread never sees a half-filled map
+            row_of = torch.full((n_vocab,), -1, dtype=torch.int64)
+            row_of[self.token_ids] = torch.arange(len(self.token_ids))
+            self._row_of = row_of
         safe = tokens.clamp(0, n_vocab - 1)
         rows = torch.where((tokens >= 0) & (tokens < n_vocab), self._row_of[safe], -1)
         if (rows < 0).any():
@@ -272,7 +274,7 @@ class SignCache:
         try:
             raw = json.loads(meta_path.read_bytes().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CacheError(f"{meta_path} is not valid UTF-8 JSON ({err}); rebuild the cache.") from err
+            raise CacheError(f"{meta_path} is corrupt: not valid UTF-8 JSON ({err}); rebuild the cache.") from err
         meta = CacheMeta.from_json(raw, str(meta_path))
         arrays = {}
         for fname in ("signs.safetensors", "magnitudes.safetensors"):
