@@ -10,18 +10,23 @@ Everything is batched and runs on the device of the states given.
   :func:`bagofdims.signs.hamming.hamming_topk`.
 - :func:`sign_lm_head`: the model's own LM head applied to the signs of the final hidden state
   (all dims, only the largest-magnitude dims, or signs scaled by a per-dim magnitude).
+
+Inputs are checked, not coerced: NaN states (whose sign is undefined), float or bool index
+tensors, and mismatched shapes raise errors that say what to pass. Nothing is cached at module
+level; the functions are safe to call from many threads.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 
 from bagofdims.signs import bits, hamming
 from bagofdims.features.feature import Feature
-from bagofdims.errors import InvalidArgument, OutOfRange
+from bagofdims.errors import InvalidArgument, InvalidType, OutOfRange
 
 __all__ = [
     "MODES",
@@ -40,8 +45,29 @@ MODES = ("all", "top", "scaled")
 _ROW_BLOCK = 256
 
 
+def _check_states(states, what: str = "states") -> None:
+    if not isinstance(states, torch.Tensor):
+        raise InvalidType(f"{what} must be a torch.Tensor, got {type(states).__name__}; wrap it "
+                          "with torch.as_tensor.")
+    if states.is_complex():
+        raise InvalidType(f"{what} are complex; pass real-valued states.")
+    if states.is_floating_point() and bool(torch.isnan(states).any()):
+        raise InvalidArgument(f"{what} contain NaN, whose sign is undefined; drop those rows or "
+                              "replace NaN (torch.nan_to_num) first.")
+
+
+def _index_tensor(values, what: str) -> torch.Tensor:
+    """int64 tensor of row indices; floats and bools are refused, never truncated."""
+    t = torch.as_tensor(values)
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise InvalidType(f"{what} must be integer rows, got {t.dtype} (e.g. "
+                          f"{t.reshape(-1)[:3].tolist()}); pass integer indices.")
+    return t.to(torch.int64)
+
+
 def _as_packed(states: torch.Tensor, d: int | None = None) -> tuple[torch.Tensor, int]:
     """``(packed uint8 [n, B], d)`` from raw/±1 states ``[n, d]`` or already packed states."""
+    _check_states(states)
     if states.dim() != 2:
         raise InvalidArgument(f"expected 2-D states [n, d] (or packed [n, B]), got {tuple(states.shape)}.")
     if states.dtype == torch.uint8:
@@ -64,6 +90,12 @@ def score_features(states: torch.Tensor, features: Sequence[Feature]) -> torch.T
     """
     if not features:
         raise InvalidArgument("score_features needs at least one feature.")
+    _check_states(states)
+    if states.dim() != 2:
+        raise InvalidArgument(f"expected 2-D states [n, d] (or packed [n, B]), got {tuple(states.shape)}.")
+    empty = [f.name for f in features if len(f) == 0]
+    if empty:  # its agreement fraction would be 0/0
+        raise InvalidArgument(f"features {empty[:5]} have no dims and cannot be scored; drop them.")
     widths = {f.width for f in features if f.width is not None}
     if len(widths) > 1:
         raise InvalidArgument(
@@ -102,6 +134,11 @@ def hamming_readout(
     """
     q, d = _as_packed(states, d)
     keys = keys_packed.to(q.device)
+    if token_ids is not None:
+        token_ids = _index_tensor(token_ids, "token_ids").reshape(-1)
+        if len(token_ids) != keys.shape[0]:
+            raise InvalidArgument(f"token_ids has {len(token_ids)} entries but there are "
+                                  f"{keys.shape[0]} key rows; pass one id per key row.")
     agree, rows = hamming.hamming_topk(q, keys, d, k)
     ids = rows if token_ids is None else token_ids.to(rows.device)[rows]
     return agree.to(torch.float32) / d, ids
@@ -124,14 +161,17 @@ def hamming_ranks(
     q, d = _as_packed(states, d)
     keys = keys_packed.to(q.device)
     bits.check_packed(keys, d, "keys_packed")
-    t_all = torch.as_tensor(target_rows, dtype=torch.int64, device=q.device)
+    t_all = _index_tensor(target_rows, "target_rows").to(q.device)
+    if t_all.dim() not in (1, 2):
+        raise InvalidArgument(f"target_rows must be [n] or [n, t], got shape {tuple(t_all.shape)}.")
     single = t_all.dim() == 1
     t_all = t_all.reshape(t_all.shape[0], -1)
     if t_all.shape[0] != q.shape[0]:
         raise InvalidArgument(f"{q.shape[0]} states but {t_all.shape[0]} rows of targets.")
     n_keys = keys.shape[0]
-    if bool((t_all >= n_keys).any()):
-        raise OutOfRange(f"target rows must be below the number of keys ({n_keys}) or -1.")
+    if bool(((t_all >= n_keys) | (t_all < -1)).any()):
+        raise OutOfRange(f"target rows must be in 0..{n_keys - 1} (the key rows) or -1 (not among "
+                         "the keys).")
     k_pm = bits.unpack_signs(keys, d, torch.float32)
     col = torch.arange(n_keys, device=q.device)
     out = torch.full_like(t_all, n_keys)
@@ -148,18 +188,24 @@ def hamming_ranks(
     return out[:, 0] if single else out
 
 
+def _lm_head(model):
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
+        raise InvalidArgument(f"{type(model).__name__} has no LM head (get_output_embeddings() is "
+                              "None); load the model with its LM head (AutoModelForCausalLM).")
+    return head
+
+
 def unembedding_signs(model) -> torch.Tensor:
     """Packed signs ``uint8 [V, ceil(d/8)]`` of the LM head rows (``get_output_embeddings``)."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if head is None or not hasattr(head, "weight"):
-        raise InvalidArgument(f"{type(model).__name__} has no LM head (get_output_embeddings() is "
-                         "None); load the model with its LM head (AutoModelForCausalLM).")
+    head = _lm_head(model)
     with torch.no_grad():
         return bits.pack_signs(head.weight.detach())
 
 
 def mean_abs_scale(states: torch.Tensor) -> torch.Tensor:
     """Per-dim mean ``|h|`` ``float32 [d]`` of reference states (the ``scaled`` mode's scale)."""
+    _check_states(states, "reference states")
     if states.dim() != 2 or states.shape[0] == 0:
         raise InvalidArgument(f"expected non-empty reference states [n, d], got {tuple(states.shape)}.")
     return states.detach().abs().to(torch.float32).mean(0)
@@ -190,9 +236,8 @@ def sign_lm_head(
     """
     if mode not in MODES:
         raise InvalidArgument(f"mode must be one of {MODES}, got {mode!r}.")
-    head = model.get_output_embeddings()
-    if head is None:
-        raise InvalidArgument(f"{type(model).__name__} has no LM head; load it as a causal LM.")
+    head = _lm_head(model)
+    _check_states(states)
     if states.dim() != 2:
         raise InvalidArgument(f"expected states [n, d], got {tuple(states.shape)}.")
     d = states.shape[-1]
@@ -206,6 +251,9 @@ def sign_lm_head(
             if top_frac is None or not 0 < top_frac <= 1:
                 raise InvalidArgument(f"top_frac must be in (0, 1], got {top_frac}; or pass top_k.")
             top_k = max(1, math.ceil(round(top_frac * d, 6)))
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+            raise InvalidType(f"top_k must be an int, got {top_k!r}; or pass top_frac.")
+        top_k = int(top_k)
         if not 1 <= top_k <= d:
             raise InvalidArgument(f"top_k must be between 1 and d={d}, got {top_k}.")
         idx = h.abs().topk(top_k, dim=1).indices
@@ -215,6 +263,9 @@ def sign_lm_head(
         scale = torch.as_tensor(scale, dtype=torch.float32, device=h.device).reshape(-1)
         if scale.shape[0] != d:
             raise InvalidArgument(f"scale has {scale.shape[0]} entries but the states have d={d}.")
+        if not bool(torch.isfinite(scale).all()) or bool((scale < 0).any()):
+            raise InvalidArgument("scale must be finite and >= 0 (a per-dim mean |h|, see "
+                                  "mean_abs_scale).")
         s = s * scale
     with torch.no_grad():
         return head(s.to(head.weight.dtype))

@@ -1,14 +1,17 @@
 """Statistics for sign features: rank AUC, top-k agreement, mutual information between signs.
 
-All functions take batched tensors and avoid Python loops over rows or dimensions.
+All functions take batched tensors and avoid Python loops over rows or dimensions. Bad input
+(NaN scores, labels that are not 0/1, mismatched shapes, empty inputs) raises an error saying
+what to pass; nothing is cached, so every function is safe to call from many threads.
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Iterable
 
 import torch
-from bagofdims.errors import InvalidArgument
+from bagofdims.errors import InvalidArgument, InvalidType
 
 __all__ = [
     "auc",
@@ -23,8 +26,30 @@ __all__ = [
 
 
 def _check_finite(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise InvalidType(f"{name} must be a torch.Tensor, got {type(x).__name__}; use torch.as_tensor.")
+    if x.is_complex():
+        raise InvalidType(f"{name} is complex; pass real values.")
     if x.is_floating_point() and bool(torch.isnan(x).any()):
         raise InvalidArgument(f"{name} contains NaN; drop or replace those rows (torch.nan_to_num).")
+
+
+def _as_bool(x, name: str) -> torch.Tensor:
+    """Bool tensor from bool or 0/1 values; anything else (0.7, 2, NaN) is refused, not cast."""
+    x = torch.as_tensor(x)
+    if x.dtype != torch.bool:
+        if x.is_complex() or not bool(((x == 0) | (x == 1)).all()):
+            odd = x[(x != 0) & (x != 1)].reshape(-1)[:3].tolist()
+            raise InvalidArgument(f"{name} must be bool or 0/1, got other values (e.g. {odd}); "
+                                  "threshold them first.")
+        x = x.to(torch.bool)
+    return x
+
+
+def _whole(k, name: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise InvalidType(f"{name} must be an int, got {k!r} ({type(k).__name__}).")
+    return int(k)
 
 
 def auc(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
@@ -37,19 +62,24 @@ def auc(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = 
     (bool, broadcastable to ``[n, k]``) restricts each column to some rows, e.g. to leave a
     category's anchors out of its negatives.
     """
-    if mask is not None:
-        s2 = scores.reshape(scores.shape[0], -1)
-        y2 = labels.reshape(labels.shape[0], -1).to(torch.bool).expand_as(s2)
-        m2 = mask.reshape(mask.shape[0], -1).to(torch.bool).expand_as(s2)
-        out = masked_auc(s2, y2, m2)
-        return float(out[0]) if scores.dim() == 1 else out
     _check_finite(scores, "scores")
+    if scores.dim() not in (1, 2):
+        raise InvalidArgument(f"scores must be [n] or [n, k], got shape {tuple(scores.shape)}.")
+    y = _as_bool(labels, "labels")
+    n, k = scores.shape[0], (scores.shape[1] if scores.dim() == 2 else 1)
+    if y.dim() not in (1, 2) or y.shape[0] != n or (y.dim() == 2 and y.shape[1] != k):
+        raise InvalidArgument(f"labels of shape {tuple(y.shape)} do not match scores "
+                              f"{tuple(scores.shape)}; pass [n] or [n, k] labels.")
+    if mask is not None:
+        m = _as_bool(mask, "mask")
+        if m.dim() not in (1, 2) or m.shape[0] != n or (m.dim() == 2 and m.shape[1] not in (1, k)):
+            raise InvalidArgument(f"mask of shape {tuple(m.shape)} does not match scores "
+                                  f"{tuple(scores.shape)}; pass [n] or [n, k].")
+        s2 = scores.reshape(n, -1)
+        out = masked_auc(s2, y.reshape(n, -1).expand_as(s2), m.reshape(n, -1).expand_as(s2))
+        return float(out[0]) if scores.dim() == 1 else out
     single = scores.dim() == 1
-    s = scores.reshape(scores.shape[0], -1).to(torch.float64)
-    n, k = s.shape
-    y = labels.to(torch.bool)
-    if y.shape[0] != n or y.dim() > 2 or (y.dim() == 2 and y.shape[1] != k):
-        raise InvalidArgument(f"labels of shape {tuple(labels.shape)} do not match scores {tuple(scores.shape)}.")
+    s = scores.reshape(n, -1).to(torch.float64)
     if y.dim() == 1:
         n_pos = int(y.sum())
         if n_pos == 0 or n_pos == n:
@@ -80,6 +110,10 @@ def masked_auc(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -
     counted by binary search in the column's sorted negatives. NaN where a class is empty.
     """
     _check_finite(scores, "scores")
+    if scores.dim() != 2 or labels.shape != scores.shape or mask.shape != scores.shape:
+        raise InvalidArgument(f"masked_auc needs scores, labels and mask of one [n, k] shape, got "
+                              f"{tuple(scores.shape)}, {tuple(labels.shape)}, {tuple(mask.shape)}.")
+    labels, mask = _as_bool(labels, "labels"), _as_bool(mask, "mask")
     s = scores.to(torch.float64).T.contiguous()  # [k, n]
     pos = (labels & mask).T
     neg = (~labels & mask).T
@@ -100,6 +134,10 @@ def binary_auc(pos_rate: torch.Tensor, neg_rate: torch.Tensor) -> torch.Tensor:
     """
     pos_rate = torch.as_tensor(pos_rate, dtype=torch.float64)
     neg_rate = torch.as_tensor(neg_rate, dtype=torch.float64)
+    for name, r in (("pos_rate", pos_rate), ("neg_rate", neg_rate)):
+        if not bool(((r >= 0) & (r <= 1)).all()):  # also refuses NaN
+            raise InvalidArgument(f"{name} must be rates in [0, 1] (no NaN); got "
+                                  f"{r[~((r >= 0) & (r <= 1))].reshape(-1)[:3].tolist()}.")
     return 0.5 + 0.5 * (pos_rate - neg_rate)
 
 
@@ -127,6 +165,7 @@ def topk_agreement_at(
     first = torch.where(hits.any(1), hits.to(torch.int8).argmax(1), torch.full_like(target, big_k))
     out = {}
     for k in ks:
+        k = _whole(k, "each k")
         if not 1 <= k <= big_k:
             raise InvalidArgument(f"k={k} must be in [1, {big_k}]; compute more predictions per row.")
         out[k] = float((first < k).to(torch.float64).mean())
@@ -140,9 +179,11 @@ def sign_mutual_information(x: torch.Tensor, block_rows: int = 1 << 22) -> torch
     come from one product ``S^T S`` with ``S = (x > 0)``; 0 log 0 = 0. Rows are summed in blocks
     so fp32 counts stay exact (below 2**24).
     """
+    _check_finite(x, "x")
     if x.dim() != 2 or x.shape[0] == 0:
         raise InvalidArgument(f"expected non-empty [n, d] states, got shape {tuple(x.shape)}.")
-    _check_finite(x, "x")
+    if _whole(block_rows, "block_rows") < 1:
+        raise InvalidArgument(f"block_rows must be >= 1, got {block_rows}.")
     n, d = x.shape
     n11 = torch.zeros((d, d), dtype=torch.float64, device=x.device)
     n1 = torch.zeros(d, dtype=torch.float64, device=x.device)
@@ -176,9 +217,16 @@ def sign_collapse(signs: torch.Tensor, constant: float = 0.95) -> dict[str, floa
     fraction of signs two different rows share (0.5 for independent fair signs, 1 when every
     row is the same pattern) and the fraction of dims whose sign is the same in at least
     ``constant`` of the rows."""
-    if signs.shape[0] < 2:
-        raise InvalidArgument("sign_collapse needs at least 2 rows of signs.")
+    _check_finite(signs, "signs")
+    if signs.dim() != 2 or signs.shape[0] < 2 or signs.shape[1] == 0:
+        raise InvalidArgument(f"sign_collapse needs ±1 signs [n, d] with at least 2 rows and 1 "
+                              f"dim, got shape {tuple(signs.shape)}.")
+    if not 0.5 < constant <= 1:
+        raise InvalidArgument(f"constant must be in (0.5, 1], got {constant}.")
     pm = signs.float()
+    if not bool(((pm == 1) | (pm == -1)).all()):
+        raise InvalidArgument("signs must be ±1 (e.g. cache.signs(site)); for raw states pass "
+                              "torch.where(x > 0, 1, -1).")
     n, d = pm.shape
     total = pm.sum(0)
     # sum over pairs i != j of <s_i, s_j> = |sum s|^2 - n * d, without the n x n matrix
@@ -192,6 +240,8 @@ def random_rotation(
     d: int, seed: int = 0, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """Haar-random ``[d, d]`` orthogonal matrix (QR of a Gaussian, signs of diag(R) fixed)."""
+    if _whole(d, "d") < 1:
+        raise InvalidArgument(f"d must be >= 1, got {d}.")
     g = torch.Generator().manual_seed(seed)
     a = torch.randn(d, d, generator=g, dtype=torch.float64)
     q, r = torch.linalg.qr(a)
@@ -206,9 +256,10 @@ def mi_summary(x: torch.Tensor, rotate_control: bool = True, seed: int = 0) -> d
     MI, so near-zero MI alone does not show that the basis is special. Keys: ``mean_mi``,
     ``max_mi``, and with the control ``mean_mi_rotated``, ``max_mi_rotated``.
     """
+    _check_finite(x, "x")
+    if x.dim() != 2 or x.shape[1] < 2:
+        raise InvalidArgument(f"mi_summary needs states [n, d >= 2], got shape {tuple(x.shape)}.")
     d = x.shape[1]
-    if d < 2:
-        raise InvalidArgument("mi_summary needs at least two dimensions.")
     off = ~torch.eye(d, dtype=torch.bool, device=x.device)
 
     def summarise(m: torch.Tensor) -> tuple[float, float]:

@@ -1,13 +1,16 @@
-"""Benchmark the Hamming readers in bagofdims.signs.bits against faiss, measured in the same run.
+"""Benchmark the Hamming readers (bagofdims.signs.hamming, .bits) against faiss, in the same run.
 
     python scripts/bench_readers.py                 # 1 and 2 threads, default sizes
     python scripts/bench_readers.py --threads 1 --queries 256
+    python scripts/bench_readers.py --threads 1 --search-threads 4   # + one index, 4 callers
 
 Workloads (random bits; timings do not depend on the data):
   * top-k: ``--queries`` query states against ``--keys`` cached states of ``--dim`` bits, top ``-k``.
     Baseline: faiss ``IndexBinaryFlat`` (skipped if faiss is not installed). Both indexes are
     built before the timed searches; the one-shot ``hamming_topk`` also times unpacking.
   * feature scoring: every cached state against ``--features`` features of 10-100 dims each.
+  * ``--search-threads T``: T Python threads search one shared ``HammingIndex`` at once (each
+    its share of the queries); checks the results equal the single-caller search.
 Prints best-of-``--repeats`` wall time per method and its ratio to the faiss baseline
 (ratio < 1 means faster than faiss), and checks that the results match faiss's (ties aside).
 """
@@ -15,6 +18,7 @@ Prints best-of-``--repeats`` wall time per method and its ratio to the faiss bas
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from typing import Callable
 
@@ -108,6 +112,25 @@ def bench_topk(args: argparse.Namespace, threads: int) -> None:
         t_np = best_time(np_naive, 1)[0] * args.queries / rows
         results[f"numpy bitwise_count (extrapolated from {rows} rows)"] = t_np
 
+    if args.search_threads > 1:
+        n_t = args.search_threads
+        parts = [q_bits[i::n_t] for i in range(n_t)]
+        got: list = [None] * n_t
+
+        def concurrent() -> None:
+            def one(i: int) -> None:
+                got[i] = index.search(parts[i], args.k)
+            ts = [threading.Thread(target=one, args=(i,)) for i in range(n_t)]
+            for th in ts:
+                th.start()
+            for th in ts:
+                th.join()
+
+        results[f"HammingIndex.search, {n_t} callers on one index"] = best_time(concurrent, args.repeats)[0]
+        same = all(torch.equal(got[i][1], idx[i::n_t]) and torch.equal(got[i][0], vals[i::n_t])
+                   for i in range(n_t))
+        print(f"  {n_t} concurrent callers give the single-caller results: {same}")
+
     for name, t in results.items():
         ratio = f"  x{t / base:.2f} of faiss" if base else ""
         print(f"  {name:<52s} {t:7.3f} s{ratio}")
@@ -158,6 +181,8 @@ def main() -> None:
     p.add_argument("--features", type=int, default=200)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--search-threads", type=int, default=0,
+                   help="also time this many Python threads searching one shared index")
     p.add_argument("--numpy-rows", type=int, default=64,
                    help="queries for the naive numpy baseline (extrapolated; 0 skips it)")
     args = p.parse_args()

@@ -1,3 +1,6 @@
+import threading
+
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +80,48 @@ def test_index_errors():
         hamming_topk(keys, keys, 16, 1, backend="annoy")
     v, i = index.search(keys[:0], 2)
     assert v.shape == (0, 2) and i.shape == (0, 2)
+
+
+def test_concurrent_searches_equal_single_threaded_results():
+    """8 threads searching one index at once (mixed sizes, both directions) get the results of
+    one search at a time: each search has a score buffer of its own."""
+    g = torch.Generator().manual_seed(11)
+    d = 63  # odd width: the padded column must stay right in the lazily built negated keys
+    keys = bits.pack_signs(torch.randn(3000, d, generator=g))
+    jobs = [(i, n, largest) for i, n in zip(range(0, 2400, 30), [1, 7, 30, 3] * 20)
+            for largest in (True, False)]
+    want = {job: HammingIndex(keys, d).search(keys[job[0]:job[0] + job[1]], 8, job[2]) for job in jobs}
+    for i, n, _ in jobs[::2]:  # sanity: each token finds itself first
+        assert torch.equal(want[(i, n, True)][1][:, 0], torch.arange(i, i + n))
+    index = HammingIndex(keys, d)  # fresh: negated keys and buffers are built under contention
+    start = threading.Barrier(8)
+    wrong: list = []
+
+    def worker(t: int) -> None:
+        start.wait()
+        for r in range(4):
+            for job in jobs[t::3] + jobs[::-5]:
+                i, n, largest = job
+                got = index.search(keys[i:i + n], 8, largest)
+                if not (torch.equal(got[0], want[job][0]) and torch.equal(got[1], want[job][1])):
+                    wrong.append((t, r, job))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert wrong == []
+    assert len(index._pool) <= 8  # idle buffers kept: at most one per concurrent search
+
+
+def test_k_must_be_a_whole_number():
+    keys = torch.zeros(5, 2, dtype=torch.uint8)
+    index = HammingIndex(keys, 16)
+    q = torch.zeros(1, 2, dtype=torch.uint8)
+    for bad in (2.0, 2.5, True, "2"):
+        with pytest.raises(TypeError, match="k must be an int"):
+            index.search(q, bad)
+        with pytest.raises(TypeError, match="k must be an int"):
+            hamming_topk(q, keys, 16, bad)
+    assert index.search(q, np.int64(2))[1].shape == (1, 2)  # numpy ints are fine

@@ -136,3 +136,39 @@ def test_sign_collapse_matches_all_pairs_and_spots_constant_dims():
     assert stats.sign_collapse(same)["pair_agreement"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="at least 2 rows"):
         stats.sign_collapse(s[:1])
+
+
+def test_bad_inputs_are_refused_with_the_fix():
+    s = torch.tensor([0.1, 0.4, 0.35, 0.8])
+    y = torch.tensor([0, 0, 1, 1])
+    # probabilities as labels were cast to bool (every non-zero a positive)
+    with pytest.raises(ValueError, match="bool or 0/1"):
+        stats.auc(s, torch.tensor([0.1, 0.2, 0.9, 0.7]))
+    with pytest.raises(ValueError, match="do not match"):
+        stats.auc(s, torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="do not match"):  # crashed inside expand_as before
+        stats.auc(s, torch.tensor([0, 1, 1]), mask=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask of shape"):
+        stats.auc(s, y, mask=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\[n\] or \[n, k\]"):
+        stats.auc(torch.rand(4, 2, 2), y)
+    with pytest.raises(ValueError, match="NaN"):
+        stats.auc(torch.tensor([0.1, float("nan"), 0.3, 0.5]), y, mask=torch.ones(4, dtype=torch.bool))
+    assert stats.auc(s, y) == stats.auc(s, y.bool()) == stats.auc(s, y.float())
+    with pytest.raises(ValueError, match=r"rates in \[0, 1\]"):
+        stats.binary_auc(torch.tensor([0.2, float("nan")]), torch.tensor([0.1, 0.1]))
+    with pytest.raises(ValueError, match=r"rates in \[0, 1\]"):
+        stats.binary_auc(torch.tensor(1.5), torch.tensor(0.1))
+    pred = torch.tensor([[3, 1, 2], [0, 5, 6]])
+    with pytest.raises(TypeError, match="each k must be an int"):  # k=2.5 meant top-3
+        stats.topk_agreement_at(pred, torch.tensor([2, 0]), [2.5])
+    with pytest.raises(ValueError, match="block_rows"):
+        stats.sign_mutual_information(torch.randn(10, 3), block_rows=0)
+    with pytest.raises(ValueError, match=r"\[n, d >= 2\]"):
+        stats.mi_summary(torch.randn(10))
+    with pytest.raises(ValueError, match="must be ±1"):  # raw values gave a wrong agreement
+        stats.sign_collapse(torch.randn(10, 4))
+    with pytest.raises(ValueError, match="constant"):
+        stats.sign_collapse(torch.ones(3, 4), constant=0.3)
+    with pytest.raises(ValueError, match="d must be >= 1"):
+        stats.random_rotation(0)

@@ -11,14 +11,20 @@ column groups whose maxima give a lower bound on the k-th best score (from a per
 the small integer maxima); only the groups reaching it are gathered and ranked by the composite
 key ``dot * 2**32 - column``. Like faiss's ``IndexBinaryFlat``, an index keeps its keys in the
 form the kernel wants (unpacked ±1), so repeated searches do not pay for unpacking.
+
+An index is safe to search from many threads at once: its keys are read-only after
+construction, and each search borrows a score buffer of its own from a small pool.
 """
 
 from __future__ import annotations
 
+import operator
+import threading
+
 import torch
 
 from bagofdims.signs.bits import check_packed, matmul_dtype, tail_mask, packed_width, unpack_signs
-from bagofdims.errors import InvalidArgument
+from bagofdims.errors import InvalidArgument, InvalidType
 
 # Score-matrix block (queries x keys) kept at about this many entries: big enough for an
 # efficient matrix product (bf16: 64 MB), few enough blocks that per-block selection overhead
@@ -32,6 +38,21 @@ _KEY_SHIFT = 1 << 32
 _GROUPS_PER_K = 32
 _I64_MIN = torch.iinfo(torch.int64).min
 _BF16_EXACT = 510  # even |dot| <= 510 is exact in bf16; 512 may be a rounded 514
+# Score buffers an index keeps for reuse: one per search running at the same time, up to this.
+_POOL_MAX = 8
+
+
+def _check_k(k, m: int) -> int:
+    """``k`` as an int in ``0..m`` (numpy ints welcome; floats and bools refused, not truncated)."""
+    try:
+        if isinstance(k, bool):
+            raise TypeError
+        k = operator.index(k)
+    except TypeError:
+        raise InvalidType(f"k must be an int, got {k!r} ({type(k).__name__}); pass a whole number.") from None
+    if k < 0 or k > m:
+        raise InvalidArgument(f"k={k} must be between 0 and the number of keys ({m}); lower k.")
+    return k
 
 
 def _dot_of(key: torch.Tensor) -> torch.Tensor:
@@ -107,9 +128,10 @@ class HammingIndex:
 
     ``HammingIndex(keys, d)`` with ``keys`` uint8 ``[m, ceil(d/8)]`` on any device; memory is
     ``m * d`` bf16/fp16 values (56 MB for SmolLM2's 49,152 x 576), plus a score buffer of up to
-    ``2**25`` values (64 MB) kept after the first search. ``search(queries, k)`` returns
-    ``(agreement int32 [n, k], key index int64 [n, k])``, best first, ties to the lowest index;
-    ``largest=False`` gives the least-agreeing keys.
+    ``2**25`` values (64 MB) kept after the first search, one per concurrent search (at most
+    8 kept). ``search(queries, k)`` returns ``(agreement int32 [n, k], key index int64 [n, k])``,
+    best first, ties to the lowest index; ``largest=False`` gives the least-agreeing keys.
+    Thread-safe: concurrent searches on one index give the same results as one at a time.
     """
 
     def __init__(self, keys: torch.Tensor, d: int, offset: int = 0):
@@ -124,7 +146,10 @@ class HammingIndex:
         self.pad = int(self.dtype == torch.bfloat16 and d % 2 == 1)
         self.keys = self._unpack(keys)
         self._neg: torch.Tensor | None = None
-        self._buf: torch.Tensor | None = None
+        self._neg_lock = threading.Lock()
+        # Idle score buffers. list.pop/append are atomic, so a search takes one no other search
+        # holds without a lock; searches never wait for each other.
+        self._pool: list[torch.Tensor] = []
 
     def __len__(self) -> int:
         return self.keys.shape[0]
@@ -136,17 +161,34 @@ class HammingIndex:
     def _keys(self, largest: bool) -> torch.Tensor:
         if largest:
             return self.keys
-        if self._neg is None:  # built once: agreement with -keys = disagreement
-            self._neg = -self.keys
-            self._neg[:, self.d:] = 1  # the pad column stays +1
-        return self._neg
+        neg = self._neg
+        if neg is None:  # built once: agreement with -keys = disagreement
+            with self._neg_lock:
+                neg = self._neg
+                if neg is None:
+                    neg = -self.keys
+                    neg[:, self.d:] = 1  # the pad column stays +1
+                    self._neg = neg  # published only when complete
+        return neg
 
-    def _scores(self, rows: int) -> torch.Tensor:
-        """The score buffer ``[rows, m]``, kept between searches: a fresh 50-100 MB output per
-        product costs as much as the product itself on CPU (the pages are faulted in anew)."""
-        if self._buf is None or self._buf.shape[0] < rows:
-            self._buf = torch.empty((rows, len(self)), dtype=self.dtype, device=self.keys.device)
-        return self._buf
+    def _take_buffer(self, rows: int) -> torch.Tensor:
+        """A score buffer ``[>= rows, m]`` that no other search holds; hand it back with
+        :meth:`_give_back`. Reused between searches: a fresh 50-100 MB output per product costs
+        as much as the product itself on CPU (the pages are faulted in anew). On CUDA the
+        caching allocator already reuses memory, with the stream ordering a pool would lose."""
+        if self.keys.device.type != "cpu":
+            return torch.empty((rows, len(self)), dtype=self.dtype, device=self.keys.device)
+        try:
+            buf = self._pool.pop()
+        except IndexError:
+            buf = None
+        if buf is None or buf.shape[0] < rows:
+            buf = torch.empty((rows, len(self)), dtype=self.dtype, device=self.keys.device)
+        return buf
+
+    def _give_back(self, buf: torch.Tensor) -> None:
+        if buf.device.type == "cpu" and len(self._pool) < _POOL_MAX:
+            self._pool.append(buf)
 
     def search_keys(self, queries: torch.Tensor, k: int, largest: bool = True) -> torch.Tensor:
         """Composite keys ``dot * 2**32 - index`` of the top-``k`` (merge-able across indexes)."""
@@ -155,19 +197,22 @@ class HammingIndex:
         q_pm = self._unpack(queries)
         out = torch.empty((n, k), dtype=torch.int64, device=queries.device)
         qc = max(1, _BLOCK_ENTRIES // max(1, m))
-        buf = self._scores(min(n, qc))
-        for q0 in range(0, n, qc):
-            qb = q_pm[q0 : q0 + qc]
-            s = torch.matmul(qb, kp.T, out=buf[: len(qb)])
-            top = _block_topk(s, k, self.offset, d)
-            if self.dtype == torch.bfloat16 and d > _BF16_EXACT:
-                # rows that reach the inexact bf16 range: recompute in fp32 (rare)
-                bad = ((_dot_of(top[:, 0]) > _BF16_EXACT)
-                       | (_dot_of(top[:, -1]) < -_BF16_EXACT)).nonzero().squeeze(1)
-                if len(bad):
-                    exact = qb[bad].float() @ kp.float().T
-                    top[bad] = _block_topk(exact, k, self.offset, d)
-            out[q0 : q0 + qc] = top
+        buf = self._take_buffer(min(n, qc))
+        try:
+            for q0 in range(0, n, qc):
+                qb = q_pm[q0 : q0 + qc]
+                s = torch.matmul(qb, kp.T, out=buf[: len(qb)])
+                top = _block_topk(s, k, self.offset, d)
+                if self.dtype == torch.bfloat16 and d > _BF16_EXACT:
+                    # rows that reach the inexact bf16 range: recompute in fp32 (rare)
+                    bad = ((_dot_of(top[:, 0]) > _BF16_EXACT)
+                           | (_dot_of(top[:, -1]) < -_BF16_EXACT)).nonzero().squeeze(1)
+                    if len(bad):
+                        exact = qb[bad].float() @ kp.float().T
+                        top[bad] = _block_topk(exact, k, self.offset, d)
+                out[q0 : q0 + qc] = top
+        finally:
+            self._give_back(buf)
         return out - self.pad * _KEY_SHIFT  # dots without the pad column
 
     def search(self, queries: torch.Tensor, k: int, largest: bool = True
@@ -178,8 +223,7 @@ class HammingIndex:
             raise InvalidArgument("search expects 2-D [rows, bytes] queries.")
         if queries.device != self.keys.device:
             raise InvalidArgument(f"queries on {queries.device} but the index on {self.keys.device}; move one.")
-        if k < 0 or k > len(self):
-            raise InvalidArgument(f"k={k} must be between 0 and the number of keys ({len(self)}); lower k.")
+        k = _check_k(k, len(self))
         if queries.shape[0] == 0 or k == 0:
             z = torch.zeros((queries.shape[0], k), dtype=torch.int64, device=queries.device)
             return z.to(torch.int32), z
@@ -211,8 +255,7 @@ def hamming_topk(
     if queries.device != keys.device:
         raise InvalidArgument(f"queries on {queries.device} but keys on {keys.device}; move one.")
     n, m = queries.shape[0], keys.shape[0]
-    if k < 0 or k > m:
-        raise InvalidArgument(f"k={k} must be between 0 and the number of keys ({m}); lower k.")
+    k = _check_k(k, m)
     if backend not in ("torch", "faiss"):
         raise InvalidArgument(f"backend must be 'torch' or 'faiss', got {backend!r}.")
     if n == 0 or k == 0:
