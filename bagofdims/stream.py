@@ -3,16 +3,41 @@
 >>> write_activations(model, tok, texts, ["resid.10", "k.3"], "runs/acts")
 >>> store = ActivationStore("runs/acts"); store.load("resid.10")   # [n_tokens, d] float16
 
-Each shard holds, for the non-padding tokens of a run of documents: one ``[n_tokens, width]``
-tensor per site, plus ``doc`` (document index), ``pos`` (position in the document) and
-``token_id``. ``index.json`` lists finished shards; a rerun after an interruption checks the
-settings and continues after the last finished shard. Shards are written atomically.
+On disk a store is one directory (format ``bagofdims.activations/2``):
+
+``index.json``
+    ``format``; ``settings``, everything that changes the output: ``model`` (name), ``weights``
+    (:func:`~bagofdims.models.weight_fingerprint`), ``tokenizer`` (fingerprint),
+    ``start_token`` (the id the tokenizer puts before a text, or null), ``padding_side``,
+    ``truncation_side``, ``sites`` (resolved names, forward order), ``dtype``, ``max_length``,
+    ``batch_size``, ``shard_tokens``, ``n_docs`` and ``texts_sha256`` (sha256 over the texts, each
+    as an 8-byte little-endian length then its UTF-8 bytes); ``widths`` (site -> width);
+    ``shards``, one entry per finished shard in order, ``{file, docs: [first, end), tokens, bytes,
+    sha256}``; ``complete``, true only once the shard holding the last text is listed.
+``shard-00000.safetensors``, ...
+    the non-padding tokens of a run of texts: ``[tokens, width]`` per site (``dtype``), plus
+    int64 ``doc`` (text index), ``pos`` (position in the text) and ``token_id``. Texts are
+    batched with padding and given ``position_ids`` from the attention mask, so each is read at
+    the positions it has alone.
+
+Shard names are plain file names inside the store; readers refuse anything else. A shard is written
+under a temporary name and renamed, then ``index.json`` is replaced atomically, so after a kill at
+any point the index lists only whole shards. Rerunning :func:`write_activations` with the same
+texts and settings continues after the last listed shard; batches start at the same texts, so the
+shards are byte-identical to an uninterrupted run. Any other setting raises :class:`ResumeError`.
+One process writes a store at a time (an advisory lock on ``.lock``). :class:`ActivationStore`
+refuses an unfinished store unless ``allow_partial=True``, checks each shard's size on open and its
+sha256 on first read (``verify=True``); it is read-only and safe to share across threads.
 """
 
 from __future__ import annotations
 
-import json
+import inspect
+import logging
 import os
+import re
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +46,22 @@ from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
 from bagofdims.capture import Capture, no_cache_kwargs
-from bagofdims.models import model_name, weight_fingerprint
-from bagofdims.storage import open_mmap, write_json
-from bagofdims.errors import InvalidArgument, MissingFile, NotFound
+from bagofdims.errors import (AlreadyExists, InvalidArgument, InvalidType, MissingFile, NotFound,
+                              NumericalError, OutOfRange, ResumeError, StoreError)
+from bagofdims.inputs import prepended
+from bagofdims.models import model_name, tokenizer_fingerprint, weight_fingerprint
+from bagofdims.sites import resolve
+from bagofdims.storage import open_mmap, sha256, write_json
+from bagofdims.stream_index import (DTYPES, FORMAT, INDEX, KEYS, SHARD, check_shard_file, is_count,
+                                    parse_index, read_bytes, texts_sha256)
 
-INDEX = "index.json"
+log = logging.getLogger(__name__)
+
+LOCK = ".lock"
+_TEMP = re.compile(r"\.(shard-\d{5,}\.safetensors|index\.json)\.tmp-\d+")
+# How a differing setting is named in a ResumeError.
+_WHAT = {"texts_sha256": "the texts differ", "n_docs": "the number of texts differs",
+         "weights": "the model's weights differ", "tokenizer": "the tokenizer differs"}
 
 
 def write_activations(
@@ -39,99 +75,308 @@ def write_activations(
     shard_tokens: int = 32768,
     dtype: torch.dtype = torch.float16,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Capture ``sites`` over ``texts`` (a list or any sized sequence of str) into ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    n_docs = len(texts)
+    """Capture ``sites`` over ``texts`` into the store ``out`` (see the module docstring).
+
+    Args:
+        texts: a list of non-empty str (a sequence; a generator cannot be resumed).
+        sites: site names or globs (:mod:`bagofdims.sites`).
+        batch_size, max_length: texts per forward pass; tokens kept per text (truncation).
+        shard_tokens: a shard is closed at the first batch end past this many tokens.
+        dtype: torch.float16 or torch.float32, the stored precision.
+        overwrite: replace a store written with other settings instead of refusing.
+
+    A store interrupted at any point resumes when the settings and texts match; a complete one
+    is left as it is. Returns ``out``.
+    """
+    texts = _check_texts(texts)
+    for name, value in (("batch_size", batch_size), ("max_length", max_length),
+                        ("shard_tokens", shard_tokens)):
+        _check_positive(name, value)
+    dtype_name = next((k for k, (t, _) in DTYPES.items() if t == dtype), None)
+    if dtype_name is None:
+        raise InvalidArgument(f"dtype {dtype} cannot be stored; pass torch.float16 or "
+                              "torch.float32.")
+    if getattr(tokenizer, "pad_token", None) is None:
+        raise InvalidArgument("The tokenizer has no pad token, needed to batch texts; set "
+                              "tokenizer.pad_token = tokenizer.eos_token (load_tokenizer does).")
     settings = {
         "model": model_name(model),
         "weights": weight_fingerprint(model),
-        "sites": list(sites) if not isinstance(sites, str) else [sites],
-        "dtype": str(dtype).replace("torch.", ""),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "start_token": prepended(tokenizer),
+        "padding_side": getattr(tokenizer, "padding_side", "right"),
+        "truncation_side": getattr(tokenizer, "truncation_side", "right"),
+        "sites": [s.name for s in resolve(model, sites)],
+        "dtype": dtype_name,
         "max_length": max_length,
         "batch_size": batch_size,
         "shard_tokens": shard_tokens,
-        "n_docs": n_docs,
+        "n_docs": len(texts),
+        "texts_sha256": texts_sha256(texts),
     }
-    index_path = out / INDEX
-    index = {"settings": settings, "widths": {}, "shards": []}
-    if index_path.exists():
-        index = json.loads(index_path.read_text())
-        if index["settings"] != settings:
-            raise InvalidArgument(
-                f"{out} holds activations written with other settings; use another directory "
-                "or delete it."
-            )
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AlreadyExists(f"{out} is a file; write activations to a directory.")
+    out.mkdir(parents=True, exist_ok=True)
+    with _write_lock(out):
+        index = _start(out, settings, overwrite)
+        if index["complete"]:
+            log.info("%s is already complete", out)
+        else:
+            _capture(model, tokenizer, texts, out, index, DTYPES[dtype_name][0], progress)
+    return out
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, (str, bytes, bytearray, dict)) or not (
+            hasattr(texts, "__len__") and hasattr(texts, "__getitem__")):
+        raise InvalidType(f"texts must be a list of str, not {type(texts).__name__}; wrap one text "
+                          "as [text], and turn a generator into a list (it cannot be resumed).")
+    texts = list(texts)
+    if not texts:
+        raise InvalidArgument("texts is empty; pass at least one text.")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidType(f"texts[{i}] is a {type(text).__name__}, not str; pass a list of "
+                              "str.")
+        if not text:
+            raise InvalidArgument(f"texts[{i}] is empty; drop empty texts before writing.")
+    return texts
+
+
+def _check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidType(f"{name} must be an int, not {type(value).__name__}.")
+    if value <= 0:
+        raise InvalidArgument(f"{name} must be positive, got {value}.")
+
+
+@contextmanager
+def _write_lock(out: Path):
+    """Hold an exclusive advisory lock on the store (released by the OS if the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one writer is the caller's responsibility
+        yield
+        return
+    with open(out / LOCK, "wb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"{out} is being written by another process; wait for it to finish "
+                             "or write to another directory.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _start(out: Path, settings: dict, overwrite: bool) -> dict:
+    """The index to continue from: the existing one when its settings match, else a new one."""
+    path = out / INDEX
+    for p in out.iterdir():  # temp files of a killed writer (we hold the lock)
+        if _TEMP.fullmatch(p.name):
+            p.unlink()
+    if path.exists() and not overwrite:
+        index = parse_index(read_bytes(path), out)
+        for key, new in settings.items():
+            old = index["settings"].get(key)
+            if old != new:
+                raise ResumeError(
+                    f"{out} holds activations written with other settings ({_WHAT.get(key, key)}: "
+                    f"{key} was {old!r}, now {new!r}); write to another directory or pass "
+                    "overwrite=True to replace it.")
+        listed = {shard["file"] for shard in index["shards"]}
+        for shard in index["shards"]:
+            check_shard_file(out, shard)
+        for p in out.iterdir():  # a shard renamed into place but never listed is redone
+            if SHARD.fullmatch(p.name) and p.name not in listed:
+                p.unlink()
+        if index["shards"] and not index["complete"]:
+            log.info("resuming %s after %d shards (%d of %d texts)", out, len(index["shards"]),
+                     index["shards"][-1]["docs"][1], settings["n_docs"])
+        return index
+    if not path.exists() and not overwrite:
+        foreign = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+        if foreign:
+            raise AlreadyExists(f"{out} holds other files ({', '.join(foreign[:3])}) and no "
+                                f"{INDEX}; write to a new or empty directory, or pass "
+                                "overwrite=True.")
+    index = {"format": FORMAT, "settings": settings, "widths": {}, "shards": [], "complete": False}
+    write_json(path, index)  # first, so the old shards are unlisted before they go
+    for p in out.iterdir():
+        if SHARD.fullmatch(p.name):
+            p.unlink()
+    return index
+
+
+def _capture(model, tokenizer, texts, out: Path, index: dict, dtype, progress: bool) -> None:
+    s = index["settings"]
+    n_docs, batch_size = s["n_docs"], s["batch_size"]
     next_doc = index["shards"][-1]["docs"][1] if index["shards"] else 0
     device = next(model.parameters()).device
-    # No KV cache: nothing is generated here.
-    extra = no_cache_kwargs(model)
+    extra = no_cache_kwargs(model)  # nothing is generated: no KV cache
+    # Positions from the attention mask, so a left-padded text is read at the positions it has
+    # alone (models with absolute position embeddings, e.g. GPT-2, differ otherwise).
+    positions = "position_ids" in inspect.signature(model.forward).parameters
     buf: dict[str, list] = {}
     shard_start, buffered = next_doc, 0
     bar = tqdm(total=n_docs, initial=next_doc, desc="activations", unit="doc", disable=not progress)
-    with torch.inference_mode(), Capture(model, settings["sites"], stop=True, dtype=dtype) as cap:
-        names = [s.name for s in cap.sites]
+    with torch.inference_mode(), Capture(model, s["sites"], stop=True, dtype=dtype) as cap:
         for start in range(next_doc, n_docs, batch_size):
-            docs = [texts[i] for i in range(start, min(start + batch_size, n_docs))]
-            enc = tokenizer(docs, return_tensors="pt", padding=True, truncation=True,
-                            max_length=max_length).to(device)
-            cap.run(**enc, **extra)
+            end = min(start + batch_size, n_docs)
+            enc = tokenizer(texts[start:end], return_tensors="pt", padding=True, truncation=True,
+                            max_length=s["max_length"]).to(device)
+            if enc["input_ids"].shape[1] == 0:
+                raise InvalidArgument(f"texts[{start}:{end}] give no tokens with this tokenizer; "
+                                      "drop texts that are only whitespace.")
             mask = enc["attention_mask"].bool()
             pos = mask.long().cumsum(1) - 1
-            doc_ids = torch.arange(start, start + len(docs), device=device)[:, None].expand_as(mask)
-            for name in names:
-                buf.setdefault(name, []).append(cap[name][mask].cpu().numpy())
-                index["widths"][name] = cap[name].shape[-1]
+            cap.run(**enc, **extra, **({"position_ids": pos.clamp(min=0)} if positions else {}))
+            for name in s["sites"]:
+                values = cap[name][mask]
+                if values.dim() != 2:
+                    raise InvalidArgument(f"Site {name} gives per-token values of shape "
+                                          f"{tuple(values.shape[1:])}, not vectors; stream "
+                                          "other sites.")
+                if not bool(torch.isfinite(values).all()):
+                    hint = ", beyond float16's range: pass dtype=torch.float32" \
+                        if dtype == torch.float16 else ""
+                    raise NumericalError(f"{name} has NaN or infinite values in "
+                                         f"texts[{start}:{end}]{hint}.")
+                buf.setdefault(name, []).append(values.cpu().numpy())
+                index["widths"][name] = int(values.shape[1])
+            doc_ids = torch.arange(start, end, device=device)[:, None].expand_as(mask)
             buf.setdefault("doc", []).append(doc_ids[mask].cpu().numpy())
             buf.setdefault("pos", []).append(pos[mask].cpu().numpy())
-            buf.setdefault("token_id", []).append(enc["input_ids"][mask].cpu().numpy())
+            buf.setdefault("token_id", []).append(enc["input_ids"][mask].long().cpu().numpy())
             buffered += int(mask.sum())
-            end = start + len(docs)
-            bar.update(len(docs))
-            if buffered >= shard_tokens or end == n_docs:
+            bar.update(end - start)
+            if buffered >= s["shard_tokens"] or end == n_docs:
                 _flush(out, index, buf, (shard_start, end), buffered)
                 buf, shard_start, buffered = {}, end, 0
     bar.close()
-    return out
 
 
 def _flush(out: Path, index: dict, buf: dict, docs: tuple[int, int], n_tokens: int) -> None:
     name = f"shard-{len(index['shards']):05d}.safetensors"
     data = {k: np.ascontiguousarray(np.concatenate(v)) for k, v in buf.items()}
-    tmp = out / (name + ".tmp")
+    tmp = out / f".{name}.tmp-{os.getpid()}"
     save_file(data, str(tmp))
+    entry = {"file": name, "docs": list(docs), "tokens": n_tokens, "bytes": tmp.stat().st_size,
+             "sha256": sha256(tmp)}
     os.replace(tmp, out / name)
-    index["shards"].append({"file": name, "docs": list(docs), "tokens": n_tokens})
-    write_json(out / INDEX, index)
+    index["shards"].append(entry)
+    index["complete"] = docs[1] == index["settings"]["n_docs"]
+    write_json(out / INDEX, index)  # the shard counts only once listed here
 
 
 class ActivationStore:
-    """Read activations written by :func:`write_activations` (memory-mapped shards)."""
+    """Read activations written by :func:`write_activations` (memory-mapped shards).
 
-    def __init__(self, path):
+    Args:
+        path: the store directory.
+        verify: check each shard's sha256 the first time it is read (sizes are always checked).
+        allow_partial: read the finished shards of an interrupted store instead of refusing it.
+
+    Read-only and safe to share across threads: each read maps the shard afresh.
+    """
+
+    def __init__(self, path, *, verify: bool = True, allow_partial: bool = False):
         self.path = Path(path)
-        if not (self.path / INDEX).exists():
+        if not (self.path / INDEX).is_file():
             raise MissingFile(
                 f"{self.path} has no {INDEX}: write activations there with write_activations()."
             )
-        self.index = json.loads((self.path / INDEX).read_text())
+        self.index = parse_index(read_bytes(self.path / INDEX), self.path)
+        self.verify = verify
+        if not self.index["complete"] and not allow_partial:
+            raise StoreError(
+                f"{self.path} is incomplete ({self.n_docs} of {self.index['settings']['n_docs']} "
+                "texts): it was interrupted; rerun write_activations with the same texts to "
+                "resume, or pass allow_partial=True to read the finished part.")
+        self._files = [check_shard_file(self.path, shard) for shard in self.index["shards"]]
+        self._locks = [threading.Lock() for _ in self._files]
+        self._verified = [False] * len(self._files)
 
     @property
     def sites(self) -> list[str]:
-        return list(self.index["widths"])
+        return list(self.index["settings"]["sites"])
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return dict(self.index["widths"])
+
+    @property
+    def complete(self) -> bool:
+        return self.index["complete"]
+
+    @property
+    def n_docs(self) -> int:
+        """Texts covered by the finished shards (all of them when complete)."""
+        return self.index["shards"][-1]["docs"][1] if self.index["shards"] else 0
 
     @property
     def n_tokens(self) -> int:
         return sum(s["tokens"] for s in self.index["shards"])
 
+    @property
+    def n_shards(self) -> int:
+        return len(self._files)
+
+    def shard(self, i: int) -> dict[str, np.ndarray]:
+        """Shard ``i`` as ``name -> array`` (memory-mapped), after checking it."""
+        if not is_count(i) or i >= self.n_shards:
+            raise OutOfRange(f"shard {i!r} does not exist; this store has {self.n_shards} shards.")
+        info, path = self.index["shards"][i], self._files[i]
+        if self.verify and not self._verified[i]:
+            with self._locks[i]:  # hash once, whichever thread reads the shard first
+                if not self._verified[i]:
+                    if sha256(path) != info["sha256"]:
+                        raise StoreError(f"{self.path}: shard {info['file']} does not match its "
+                                         "sha256 in the index (corrupt or from another store); "
+                                         "rewrite the store with write_activations(..., "
+                                         "overwrite=True).")
+                    self._verified[i] = True
+        try:
+            arrays = open_mmap(path)
+        except (OSError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise StoreError(f"{self.path}: shard {info['file']} is unreadable ({err}); rewrite "
+                             "the store with write_activations(..., overwrite=True).") from err
+        self._check_arrays(info, arrays)
+        return arrays
+
+    def _check_arrays(self, info: dict, arrays: dict) -> None:
+        n, np_dtype = info["tokens"], DTYPES[self.index["settings"]["dtype"]][1]
+        expected = {name: (np_dtype, (n, w)) for name, w in self.index["widths"].items()}
+        expected.update({k: (np.int64, (n,)) for k in KEYS})
+        got = {k: (a.dtype, a.shape) for k, a in arrays.items()}
+        if set(got) != set(expected) or any(got[k][0] != np.dtype(d) or got[k][1] != shape
+                                            for k, (d, shape) in expected.items()):
+            raise StoreError(f"{self.path}: shard {info['file']} holds {got}, the index expects "
+                             f"{expected}; rewrite the store with write_activations(..., "
+                             "overwrite=True).")
+
+    def check(self) -> None:
+        """Read and check every shard now (sha256 when ``verify``, header, dtypes, shapes)."""
+        for i in range(self.n_shards):
+            self.shard(i)
+
     def shards(self):
         """Yield each shard as a dict of memory-mapped arrays."""
-        for shard in self.index["shards"]:
-            yield open_mmap(self.path / shard["file"])
+        for i in range(self.n_shards):
+            yield self.shard(i)
 
     def load(self, key: str) -> torch.Tensor:
         """One site (or ``doc``/``pos``/``token_id``) over every token, concatenated."""
-        if key not in self.index["widths"] and key not in ("doc", "pos", "token_id"):
+        if key not in self.index["settings"]["sites"] and key not in KEYS:
             raise NotFound(f"'{key}' is not stored here; sites: {self.sites}.")
-        return torch.from_numpy(np.concatenate([s[key] for s in self.shards()]))
+        parts = [s[key] for s in self.shards()]
+        if not parts:  # a partial store with no finished shard
+            if key in KEYS:
+                return torch.zeros(0, dtype=torch.int64)
+            dtype = DTYPES[self.index["settings"]["dtype"]][0]
+            return torch.zeros((0, self.index["widths"].get(key, 0)), dtype=dtype)
+        return torch.from_numpy(np.concatenate(parts))
