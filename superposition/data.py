@@ -6,10 +6,9 @@ each split, so no window ever holds lines from both sides.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -21,7 +20,10 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from .corpus import FORCED_WORDS, Document, load_corpus, tokenize
-from bagofdims.errors import InvalidArgument, MissingFile
+from bagofdims.errors import InvalidArgument, MissingFile, ResumeError, StorageError
+from bagofdims.storage import atomic_dir, sha256
+
+FORMAT = 2  # 2: meta.json carries "format" and the sha256 of every file ("files")
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +81,6 @@ def window_matrix(lines: sp.csr_matrix, window: int, stride: int = 1) -> sp.csr_
     return out
 
 
-def _atomic_dir_write(out: Path, write) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    write(tmp)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old.{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        import shutil
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
-
-
 def sparsity_stats(x: sp.csr_matrix) -> dict:
     nnz = np.diff(x.indptr)
     return {"windows": int(x.shape[0]), "mean_active": float(nnz.mean()) if len(nnz) else 0.0,
@@ -125,7 +113,7 @@ def build_data(cfg: DataConfig) -> Path:
     docs = load_corpus(cfg.corpus)
     vocab, train, val = make_windows(docs, cfg)
     freq = np.asarray(train.sum(axis=0)).ravel() / max(train.shape[0], 1)
-    meta = {"config": asdict(cfg), "documents": len(docs), "vocab_size": len(vocab),
+    meta = {"format": FORMAT, "config": asdict(cfg), "documents": len(docs), "vocab_size": len(vocab),
             "train": sparsity_stats(train), "val": sparsity_stats(val), "seconds": time.time() - t0}
     log.info("data: %d docs, V=%d, train %s, val %s", len(docs), len(vocab), meta["train"], meta["val"])
 
@@ -135,11 +123,30 @@ def build_data(cfg: DataConfig) -> Path:
                       str(d / f"{name}.safetensors"))
         save_file({"frequency": freq.astype(np.float32)}, str(d / "frequency.safetensors"))
         (d / "vocab.json").write_text(json.dumps(vocab))
+        meta["files"] = {f.name: sha256(f) for f in sorted(d.iterdir())}
         (d / "meta.json").write_text(json.dumps(meta, indent=2))
 
     out = Path(cfg.out)
-    _atomic_dir_write(out, write)
+    # readers see the old directory or the new one; a killed build's leftovers are cleaned first
+    atomic_dir(out, write, overwrite=True)
     return out
+
+
+def ensure_data(cfg: DataConfig) -> "BowsData":
+    """The data directory ``cfg.out``: built if absent, else reused when it was built with the
+    same settings (``out`` aside); other settings raise :class:`ResumeError`."""
+    out = Path(cfg.out)
+    if not (out / "meta.json").exists():
+        build_data(cfg)
+        return BowsData(out)
+    data = BowsData(out)
+    wanted, saved = asdict(cfg), data.meta.get("config", {})
+    diffs = [f"{k}: {wanted[k]!r} here, {saved.get(k)!r} in the saved data"
+             for k in wanted if k != "out" and saved.get(k) != wanted[k]]
+    if diffs:
+        raise ResumeError(f"{out} holds data built with other settings ({'; '.join(diffs)}). Use the "
+                          f"same settings, or another directory (or delete {out}) to rebuild it.")
+    return data
 
 
 @dataclass
@@ -166,11 +173,41 @@ class BowsData:
         self.path = Path(path)
         if not (self.path / "meta.json").exists():
             raise MissingFile(f"{self.path}: no meta.json; build it with `bows data --out {self.path}`")
-        self.meta = json.loads((self.path / "meta.json").read_text())
-        self.vocab: list[str] = json.loads((self.path / "vocab.json").read_text())
+        try:
+            self.meta = json.loads((self.path / "meta.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise self._bad(f"meta.json is not readable JSON ({err})") from err
+        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT \
+                or not isinstance(self.meta.get("files"), dict):
+            raise self._bad(f"meta.json is not bows data of format {FORMAT} (older version or edited)")
+        vocab = json.loads(self._checked("vocab.json").read_text())
+        if not (isinstance(vocab, list) and all(isinstance(w, str) for w in vocab)) \
+                or len(vocab) != self.meta.get("vocab_size"):
+            raise self._bad("vocab.json does not hold meta.json's vocab_size words")
+        self.vocab: list[str] = vocab
         self.index = {w: i for i, w in enumerate(self.vocab)}
-        self.frequency = load_file(str(self.path / "frequency.safetensors"))["frequency"]
+        self.frequency = load_file(str(self._checked("frequency.safetensors"))).get("frequency")
+        if self.frequency is None or self.frequency.shape != (len(vocab),):
+            raise self._bad("frequency.safetensors does not hold one frequency per word")
         self._split: dict[str, sp.csr_matrix] = {}
+
+    def _bad(self, problem: str) -> StorageError:
+        return StorageError(f"{self.path}: {problem}; rebuild it with `bows data --out {self.path}`")
+
+    def _checked(self, name: str) -> Path:
+        """Path of a file of the directory after checking it against meta.json's sha256."""
+        f = self.path / name
+        want = self.meta["files"].get(name)
+        if want is None or not f.is_file():
+            raise self._bad(f"{name} is missing")
+        if sha256(f) != want:
+            raise self._bad(f"{name} does not match its checksum in meta.json (truncated or edited)")
+        return f
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the checksums of the files: equal for equal data wherever it lies."""
+        return hashlib.sha256(json.dumps(self.meta["files"], sort_keys=True).encode()).hexdigest()
 
     @property
     def vocab_size(self) -> int:
@@ -179,8 +216,14 @@ class BowsData:
     def split(self, name: str) -> sp.csr_matrix:
         """``train`` or ``val`` windows as a binary CSR matrix [windows, V]."""
         if name not in self._split:
-            t = load_file(str(self.path / f"{name}.safetensors"))
-            n = len(t["indptr"]) - 1
+            t = load_file(str(self._checked(f"{name}.safetensors")))
+            indptr, indices = t.get("indptr"), t.get("indices")
+            n = (self.meta.get(name) or {}).get("windows")
+            if not isinstance(n, int) or indptr is None or indices is None or indptr.shape != (n + 1,) \
+                    or indptr[0] != 0 \
+                    or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0) \
+                    or (len(indices) and (indices.min() < 0 or indices.max() >= self.vocab_size)):
+                raise self._bad(f"{name}.safetensors is not a CSR matrix of {n} windows over the vocabulary")
             self._split[name] = sp.csr_matrix(
                 (np.ones(len(t["indices"]), np.float32), t["indices"], t["indptr"]),
                 shape=(n, self.vocab_size))

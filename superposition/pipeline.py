@@ -1,22 +1,26 @@
 """One-command configurations: the default small run (CPU, minutes) and the full-size run (GPU)."""
 from __future__ import annotations
 
-import os
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import BowsData, DataConfig, build_data
+from .data import DataConfig, ensure_data
 from .report import AnalyzeConfig, analyze
 from .synthetic import SyntheticConfig, run_synthetic
 from .train import TrainConfig, train
+from bagofdims.errors import ResumeError
+from bagofdims.storage import atomic_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class PipelineConfig:
     """Data -> train (main model + comparison runs) -> analyze -> synthetic, in one command."""
     runs: str = "runs/bows/small"
-    report: str = "reports/bows"
+    report: str = "runs/bows/small/report"
     corpus: str = "default"
     vocab: int = 3000
     window: int = 10
@@ -35,26 +39,28 @@ class PipelineConfig:
 
 FULL = dict(vocab=10000, window=20, latent=1000, weight_decay=4.0, lr=5e-4, epochs=10.0,
             compare_latents="100,300", compare_weight_decays="0,1", runs="runs/bows/full",
-            report="reports/bows/full", synthetic_steps=6000)
+            report="runs/bows/full/report", synthetic_steps=6000)
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
-    """Build the data (reused if present), train every model (resumable), analyze, and run the
-    synthetic sweep; the report lands in ``cfg.report``."""
+    """Build the data, train every model, analyze, and run the synthetic sweep; the report lands
+    in ``cfg.report``. Data and models already in ``cfg.runs`` are reused (an interrupted model
+    resumes) only when they were made with these settings, else :class:`ResumeError`."""
     t0 = time.time()
     root = Path(cfg.runs)
     data_dir = root / "data"
-    if not (data_dir / "meta.json").exists():
-        build_data(DataConfig(out=str(data_dir), corpus=cfg.corpus, vocab=cfg.vocab, window=cfg.window,
-                              seed=cfg.seed))
-    n = BowsData(data_dir).split("train").shape[0]
-    print(f"[bows] {n} training windows", flush=True)
+    data = ensure_data(DataConfig(out=str(data_dir), corpus=cfg.corpus, vocab=cfg.vocab, window=cfg.window,
+                                  seed=cfg.seed))
+    log.info("[bows] %d training windows", data.split("train").shape[0])
 
     def one(latent: int, wd: float) -> str:
         out = root / f"m{latent}_wd{wd:g}"
-        if not (out / "train.json").exists():
+        try:
             train(TrainConfig(data=str(data_dir), out=str(out), latent=latent, weight_decay=wd, lr=cfg.lr,
                               epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device))
+        except ResumeError as err:  # the pipeline has --runs, not --out / --overwrite
+            raise ResumeError(f"{str(err).split(' Use the same settings')[0]} Use the same settings, "
+                              f"another --runs, or delete {out} to retrain it.") from err
         return str(out)
 
     main = one(cfg.latent, cfg.weight_decay)
@@ -66,7 +72,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
                                             seed=cfg.seed))
         metrics["synthetic"] = syn
         _append_synthetic(Path(cfg.report) / "report.md", syn)
-    print(f"[bows] pipeline done in {(time.time() - t0) / 60:.1f} min -> {cfg.report}", flush=True)
+    log.info("[bows] pipeline done in %.1f min -> %s", (time.time() - t0) / 60, cfg.report)
     return metrics
 
 
@@ -84,6 +90,6 @@ def _append_synthetic(report: Path, syn: dict) -> None:
             lines.append(f"| {s['model']} | {s['latent']} | {s['weight_decay']:g} | {s['gram_cov_corr']:.3f} | "
                          f"{s['loss']:.4f} | {s['weight_norm_sq']:.2f} | {s['effective_rank']:.2f} |")
     lines += ["", "![synthetic_gram](synthetic/synthetic_gram.png)", "![synthetic_corr](synthetic/synthetic_corr.png)", ""]
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text(report.read_text() + "\n".join(lines))
-    os.replace(tmp, report)
+    text = report.read_text() + "\n".join(lines)
+    with atomic_file(report, "w") as f:
+        f.write(text)

@@ -9,10 +9,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bagofdims.storage import atomic_file  # noqa: E402
+
 
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    with atomic_file(path, "wb") as f:  # a killed run never leaves half a PNG
+        fig.savefig(f, format="png", dpi=80)
     plt.close(fig)
     return path.name
 

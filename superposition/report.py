@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from .categories import CATEGORIES, SEASONAL, present
 from .corpus import MONTHS
 from .data import BowsData, rows_to_batch
 from .train import load_model
+from bagofdims.storage import atomic_file, remove_stale_temps
 
 
 @dataclass
@@ -165,6 +165,7 @@ def analyze(cfg: AnalyzeConfig) -> dict:
     """Run all analyses of ``cfg.run`` (and the sweeps over ``cfg.compare``) into ``cfg.out``."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # half-written files of a killed analysis
     model, tcfg = load_model(cfg.run)
     data = BowsData(tcfg["data"])
     metrics, figs = analyze_weights(model, data, cfg, out)
@@ -200,9 +201,8 @@ def analyze(cfg: AnalyzeConfig) -> dict:
         series = {n: ([r["latent"] for r in same_wd], [r["group_interference"][n] for r in same_wd])
                   for n in ("months", "roman", "days") if n in same_wd[0]["group_interference"]}
         figs.append(plots.plot_lines(series, "latent m", "group off-diagonal ||Gram||_F", out / "interference_vs_latent.png"))
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, default=float))
-    os.replace(tmp, out / "metrics.json")
+    with atomic_file(out / "metrics.json", "w") as f:
+        f.write(json.dumps(metrics, indent=2, default=float))
     from .report_md import write_report
     write_report(metrics, figs, out)
     return metrics

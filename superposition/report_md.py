@@ -1,8 +1,9 @@
 """Markdown rendering of an analysis' metrics (report.md)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from bagofdims.storage import atomic_file
 
 
 def _f(x, nd=3):
@@ -78,6 +79,5 @@ def write_report(m: dict, figs: list[str], out: Path) -> None:
         if "error" in br:
             L.append(f"\nBridge not run: {br['error']}\n")
     L += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figs]
-    tmp = out / "report.md.tmp"
-    tmp.write_text("\n".join(L) + "\n")
-    os.replace(tmp, out / "report.md")
+    with atomic_file(out / "report.md", "w") as f:
+        f.write("\n".join(L) + "\n")

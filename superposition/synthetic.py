@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 
 from .geometry import effective_rank, gram_cov_corr
 from bagofdims.errors import InvalidArgument
+from bagofdims.storage import atomic_file, remove_stale_temps
 
 
 @dataclass
@@ -142,12 +142,12 @@ def run_synthetic(cfg: SyntheticConfig) -> dict:
     specs, W, cov = train_sweep(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # half-written files of a killed run
     result = {"config": asdict(cfg), "models": specs,
               "note": "gram_cov_corr: Pearson correlation of the off-diagonal Gram entries W^T W "
                       "with the off-diagonal data covariance (centred; by symmetry the same as with "
                       "the correlation matrix)"}
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out / "metrics.json")
+    with atomic_file(out / "metrics.json", "w") as f:
+        f.write(json.dumps(result, indent=2))
     plot_synthetic(specs, W, cov, out)
     return result
