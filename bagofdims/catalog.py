@@ -25,6 +25,10 @@ from bagofdims.features.evaluation import evaluate_prototypes
 from bagofdims.features.feature import Feature
 from bagofdims.features.discovery import DiscoveryConfig, discover_rows, positive_rates
 from bagofdims.inputs import TextStart
+from bagofdims.categories import load_categories, map_categories
+from bagofdims.signs.cache import SignCache
+from bagofdims.capture import Capture
+from bagofdims.models import tokenizer_fingerprint, weight_fingerprint
 from bagofdims import catalog_format
 from bagofdims.catalog_format import CatalogMeta
 from bagofdims.errors import CatalogError, InvalidArgument, NotFound, OutOfRange
@@ -65,8 +69,6 @@ class Catalog:
         tokenizer (``bagofdims.models.load_tokenizer(cache.model_name)``); the catalog never loads
         one itself.
         """
-        from bagofdims.categories import load_categories, map_categories
-
         config = config or DiscoveryConfig()
         if tokenizer is None:
             raise InvalidArgument(
@@ -192,8 +194,6 @@ class Catalog:
             return self._cache
 
     def _find_cache(self):
-        from bagofdims.signs.cache import SignCache
-
         candidates = []
         if self.path is not None and self.meta.cache_relative:
             candidates.append((self.path / self.meta.cache_relative).resolve())
@@ -220,8 +220,6 @@ class Catalog:
 
     @tokenizer.setter
     def tokenizer(self, tok) -> None:
-        from bagofdims.models import tokenizer_fingerprint
-
         if tokenizer_fingerprint(tok) != self.meta.tokenizer:
             raise CatalogError(f"The tokenizer given is not the one of model '{self.model_name}' "
                                "this catalog was built with; load that model's tokenizer.")
@@ -302,8 +300,6 @@ class Catalog:
         at the position-0 attention sink; that start token is not listed. ``model`` must be the
         catalog's model (checked); ``tokenizer`` defaults to the one given to build/load.
         """
-        from bagofdims.capture import Capture
-
         if model is None:
             raise InvalidArgument("Catalog.read needs the model (the catalog never loads one): pass "
                                   f"model=bagofdims.load_model({self.model_name!r})[0].")
@@ -343,8 +339,6 @@ class Catalog:
 
     def check_model(self, model) -> None:
         """Raise unless ``model`` is the one this catalog was built for."""
-        from bagofdims.models import weight_fingerprint
-
         if weight_fingerprint(model) != self.meta.weights:
             raise CatalogError(
                 f"This catalog belongs to model '{self.model_name}' (weights "

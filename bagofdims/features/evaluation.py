@@ -9,6 +9,7 @@ held-out members to choose dims.
 from __future__ import annotations
 
 import torch
+from bagofdims.features.discovery import discover_rows
 
 from bagofdims.signs import bits
 
@@ -63,8 +64,6 @@ def evaluate_prototypes(packed: torch.Tensor, d: int, dims_signs: list[tuple],
 def random_anchor_null(packed: torch.Tensor, d: int, n_sets: int, n_anchors: int, n_held: int,
                        cfg, seed: int = 0) -> torch.Tensor:
     """Held-out AUC of prototypes built from random token sets (what chance gives): ``[n_sets]``."""
-    from bagofdims.features.discovery import discover_rows
-
     g = torch.Generator().manual_seed(seed)
     perms = [torch.randperm(packed.shape[0], generator=g)[: n_anchors + n_held] for _ in range(n_sets)]
     anchors = [p[:n_anchors] for p in perms]

@@ -37,9 +37,9 @@ from bagofdims.checks import as_indices, positive_int
 from bagofdims.signs import bits
 from bagofdims.capture import Capture
 from bagofdims.inputs import SingleTokenInputs, resolve_prefix
-from bagofdims.models import model_name, tokenizer_fingerprint, weight_fingerprint
+from bagofdims.models import fingerprint_info, model_name, tokenizer_fingerprint, weight_fingerprint
 from bagofdims.storage import atomic_dir, open_mmap, recover, sha256
-from bagofdims.sites import resolve
+from bagofdims.sites import describe, resolve
 from bagofdims.signs.checkpoint import Checkpoint, Chunk, now
 from bagofdims.signs.meta import CacheMeta
 from bagofdims.errors import (CacheError, InvalidArgument, NotFound, NumericalError, OutOfRange,
@@ -87,8 +87,6 @@ class SignCache:
 
     def _site(self, site: str) -> str:
         if site not in self.meta.sites:
-            from bagofdims.sites import describe
-
             raise NotFound(
                 f"Site '{site}' is not in this cache; it has {describe(self.meta.sites)}. "
                 "Rebuild with that site to use it."
@@ -200,7 +198,7 @@ class SignCache:
             bos_rule=bos_rule, dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
             magnitudes=magnitudes, batch_size=batch_size, chunk_size=chunk_size,
             tokens_sha256=hashlib.sha256(ids.numpy().tobytes()).hexdigest()[:16],
-            weights_hashed=_hashed(model))
+            weights_hashed=fingerprint_info(model))
         t0 = time.perf_counter()
         key = dict(settings, sites=[site.name for site in resolved])
         ckpt = Checkpoint(checkpoint, key) if checkpoint is not None else None
@@ -335,11 +333,3 @@ def _run_chunk(model, sites, ids, bos_id, batch_size, magnitudes, device, bar) -
             bar.update(len(batch))
     return Chunk({k: np.concatenate(v) for k, v in signs.items()},
                   {k: np.concatenate(v) for k, v in mags.items()}, widths)
-
-
-def _hashed(model) -> dict:
-    """What the weight fingerprint covered, when the models module can say."""
-    from bagofdims import models
-
-    info = getattr(models, "fingerprint_info", None)
-    return dict(info(model)) if info is not None else {}

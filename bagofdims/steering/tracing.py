@@ -29,6 +29,7 @@ from torch import nn
 
 from bagofdims.signs import bits
 from bagofdims.features.feature import Feature
+from bagofdims.catalog import Catalog
 from bagofdims.sites import find_blocks, resolve
 from bagofdims.errors import InvalidArgument
 
@@ -194,8 +195,6 @@ def kv_survival(cache, layers=None, categories="default", tokenizer=None,
 
     Returns ``{"sites": {site: {...}}, "categories": [...], "thresholds": [...]}``.
     """
-    from bagofdims.catalog import Catalog
-
     have = set(cache.sites)
     if layers is None:
         layers = sorted({int(s.split(".")[1]) for s in have if s.startswith("k.")})
