@@ -301,3 +301,11 @@ def test_steer_side_by_side(llama, capsys):
     with pytest.raises(SystemExit):
         steer_main(["--catalog", "x"])  # --feature is required
     assert "--feature" in capsys.readouterr().err
+
+
+def test_next_token_mass_on_an_encoder_is_a_clear_error():
+    from bagofdims.errors import InvalidArgument
+    from bagofdims.steering.effects import next_token_mass
+
+    with pytest.raises(InvalidArgument, match="language-model head"):
+        next_token_mass(tiny.make("bert"), tiny.tokenizer(), ["w1 w2"], [torch.tensor([3])])

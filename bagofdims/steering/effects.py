@@ -84,9 +84,20 @@ def concept_prompts(feature: Feature, label: str | None = None, n: int = 3, seed
     return out
 
 
+def require_lm(model) -> None:
+    """Raise unless ``model`` predicts next tokens (an LM head), as generation and masses need."""
+    can = getattr(model, "can_generate", None)
+    if not (callable(can) and can()) or model.get_output_embeddings() is None:
+        raise InvalidArgument(
+            f"{type(model).__name__} has no language-model head (an encoder?): next-token masses "
+            "and generation need a causal LM such as smollm2 or gemma3-270m; sign_flip itself "
+            "works on any model.")
+
+
 @torch.no_grad()
 def next_token_mass(model, tok, prompts: list[str], token_sets: list[torch.Tensor]) -> torch.Tensor:
     """``[n_prompts, n_sets]`` next-token probability mass of each token set after each prompt."""
+    require_lm(model)
     enc = tok(prompts, return_tensors="pt", padding=True)
     device = next(model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
