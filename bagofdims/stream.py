@@ -187,7 +187,7 @@ def _start(out: Path, settings: dict, overwrite: bool) -> dict:
                 raise ResumeError(
                     f"{out} holds activations written with other settings ({_WHAT.get(key, key)}: "
                     f"{key} was {old!r}, now {new!r}); write to another directory or pass "
-                    "overwrite=True to replace it.")
+                    "overwrite=True (CLI: --overwrite) to replace it.")
         listed = {shard["file"] for shard in index["shards"]}
         for shard in index["shards"]:
             check_shard_file(out, shard)
@@ -203,7 +203,7 @@ def _start(out: Path, settings: dict, overwrite: bool) -> dict:
         if foreign:
             raise AlreadyExists(f"{out} holds other files ({', '.join(foreign[:3])}) and no "
                                 f"{INDEX}; write to a new or empty directory, or pass "
-                                "overwrite=True.")
+                                "overwrite=True (CLI: --overwrite).")
     index = {"format": FORMAT, "settings": settings, "widths": {}, "shards": [], "complete": False}
     write_json(path, index)  # first, so the old shards are unlisted before they go
     for p in out.iterdir():
@@ -338,13 +338,13 @@ class ActivationStore:
                         raise StoreError(f"{self.path}: shard {info['file']} does not match its "
                                          "sha256 in the index (corrupt or from another store); "
                                          "rewrite the store with write_activations(..., "
-                                         "overwrite=True).")
+                                         "overwrite=True; CLI: --overwrite).")
                     self._verified[i] = True
         try:
             arrays = open_mmap(path)
         except (OSError, KeyError, TypeError, ValueError, AttributeError) as err:
             raise StoreError(f"{self.path}: shard {info['file']} is unreadable ({err}); rewrite "
-                             "the store with write_activations(..., overwrite=True).") from err
+                             "the store with write_activations(..., overwrite=True; CLI: --overwrite).") from err
         self._check_arrays(info, arrays)
         return arrays
 
@@ -357,7 +357,7 @@ class ActivationStore:
                                             for k, (d, shape) in expected.items()):
             raise StoreError(f"{self.path}: shard {info['file']} holds {got}, the index expects "
                              f"{expected}; rewrite the store with write_activations(..., "
-                             "overwrite=True).")
+                             "overwrite=True; CLI: --overwrite).")
 
     def check(self) -> None:
         """Read and check every shard now (sha256 when ``verify``, header, dtypes, shapes)."""

@@ -49,7 +49,7 @@ def parse_index(raw: bytes, root: Path) -> dict:
     """The index, after checking every field a reader or a resume relies on."""
     def bad(why: str) -> StoreError:
         return StoreError(f"{root / INDEX} {why}; rewrite the store with write_activations(..., "
-                          "overwrite=True) or restore the file.")
+                          "overwrite=True; CLI: --overwrite) or restore the file.")
 
     try:
         index = json.loads(raw.decode("utf-8"))
@@ -113,7 +113,7 @@ def check_shard_file(root: Path, shard: dict) -> Path:
     path = root / shard["file"]
     if not path.is_file():
         raise StoreError(f"{root}: shard {shard['file']} is missing; rewrite the store with "
-                         "write_activations(..., overwrite=True).")
+                         "write_activations(..., overwrite=True; CLI: --overwrite).")
     if path.resolve().parent != root.resolve():
         raise StoreError(f"{root}: shard {shard['file']} links outside the store; copy the file "
                          "in or rewrite the store.")
@@ -121,5 +121,5 @@ def check_shard_file(root: Path, shard: dict) -> Path:
     if size != shard["bytes"]:
         raise StoreError(f"{root}: shard {shard['file']} has {size} bytes, the index says "
                          f"{shard['bytes']} (truncated or replaced); rewrite the store with "
-                         "write_activations(..., overwrite=True).")
+                         "write_activations(..., overwrite=True; CLI: --overwrite).")
     return path

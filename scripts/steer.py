@@ -5,7 +5,7 @@
 
 import sys
 
-from bagofdims.cli.steer import steer_main
+from bagofdims.cli.main import steer_main
 
 if __name__ == "__main__":
     sys.exit(steer_main(sys.argv[1:]))

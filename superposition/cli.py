@@ -1,50 +1,69 @@
-"""The ``bows`` command; each subcommand's flags are generated from its config dataclass."""
+"""The ``bows`` command: one subcommand per config dataclass (flags = its fields), dispatched
+like ``bagofdims`` (:mod:`bagofdims.cli.app`).
+
+    bows small                      # the default CPU run, end to end (data, models, report)
+    bows full                       # the same pipeline with the full-size settings (GPU)
+    bows data --vocab 5000 --out runs/bows/data
+    bows train --latent 200 --out runs/bows/m200
+    bows analyze runs/bows/m200 --out reports/bows/m200
+"""
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
+from dataclasses import dataclass
+from typing import Annotated
 
-from bagofdims.config import add_arguments
+import tyro
 
-COMMANDS = {
-    "data": ("superposition.data", "DataConfig", "build_data", None),
-    "train": ("superposition.train", "TrainConfig", "train", None),
-    "analyze": ("superposition.report", "AnalyzeConfig", "analyze", "run"),
-    "synthetic": ("superposition.synthetic", "SyntheticConfig", "run_synthetic", None),
-    "small": ("superposition.pipeline", "PipelineConfig", "run_pipeline", None),
-    "full": ("superposition.pipeline", "PipelineConfig", "run_pipeline", None),
+from bagofdims.cli.app import Table, run
+
+from .data import DataConfig, build_data
+from .pipeline import FULL, PipelineConfig, run_pipeline
+from .report import AnalyzeConfig, analyze
+from .synthetic import SyntheticConfig, run_synthetic
+from .train import TrainConfig, train
+
+
+@dataclass
+class AnalyzeCommand(AnalyzeConfig):
+    """Settings of ``bows analyze``; the run directory may be given without a flag."""
+    run: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="[RUN]")] = AnalyzeConfig.run
+    """Trained run directory to analyze."""
+
+
+def _train(cfg: TrainConfig) -> None:
+    result = train(cfg)
+    if isinstance(result, dict):
+        print({k: result[k] for k in ("steps", "val_loss", "lr_x_wd_x_steps", "seconds") if k in result})
+
+
+def _small(cfg: PipelineConfig) -> None:
+    run_pipeline(cfg)
+
+
+def _full(cfg: PipelineConfig) -> None:
+    print_full_estimate(cfg)
+    run_pipeline(cfg)
+
+
+COMMANDS: Table = {
+    "data": (DataConfig, build_data, "bag-of-words windows of a corpus"),
+    "train": (TrainConfig, _train, "train a tied ReLU autoencoder on the windows (resumable)"),
+    "analyze": (AnalyzeCommand, analyze, "geometry analyses of a trained run -> figures and report"),
+    "synthetic": (SyntheticConfig, run_synthetic, "toy models on synthetic correlated features"),
+    "small": (PipelineConfig, _small, "data -> models -> analysis -> report, CPU-sized (minutes)"),
+    "full": (PipelineConfig, _full, "the same pipeline with the full-size settings (GPU, hours)",
+             PipelineConfig(**FULL)),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    import importlib
-
-    parser = argparse.ArgumentParser(prog="bows", description="Bag-of-words superposition toy models.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (mod, cls_name, _, pos) in COMMANDS.items():
-        cls = getattr(importlib.import_module(mod), cls_name)
-        defaults = None
-        if name == "full":
-            from .pipeline import FULL
-            defaults = FULL
-        p = sub.add_parser(name, help=(cls.__doc__ or "").splitlines()[0])
-        add_arguments(p, cls, pos, defaults)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    mod, cls_name, fn, _ = COMMANDS[args.command]
-    module = importlib.import_module(mod)
-    kwargs = {k: v for k, v in vars(args).items() if k != "command"}
-    cfg = getattr(module, cls_name)(**kwargs)
-    if args.command == "full":
-        _print_full_estimate(cfg)
-    result = getattr(module, fn)(cfg)
-    if isinstance(result, dict) and args.command == "train":
-        print({k: result[k] for k in ("steps", "val_loss", "lr_x_wd_x_steps", "seconds")})
-    return 0
+    """Entry point of ``bows`` (returns the exit code)."""
+    return run(COMMANDS, argv, prog="bows", description="Bag-of-words superposition toy models.",
+               loggers=("bagofdims", "superposition"))
 
 
-def _print_full_estimate(cfg) -> None:
+def print_full_estimate(cfg: PipelineConfig) -> None:
     """Expected time of the main full-size model on this machine, before anything starts."""
     import time
 

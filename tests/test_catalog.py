@@ -118,3 +118,15 @@ def test_read_scores_live_states_on_a_real_forward(tmp_path):
             fired += 1
     assert fired == 3 * 2
     assert bd.hook_count(model) == 0
+
+
+def test_explain_dim_without_magnitudes_ranks_by_typicality_not_vocab_order():
+    cat, cache, tok, _ = planted.make_catalog(sites=("resid.0",))
+    no_mag = bd.SignCache(dataclasses.replace(cache.meta, magnitudes=False), cache._signs, None)
+    cat2 = bd.Catalog(cat.features, cat.meta, cache=no_mag, tokenizer=tok)
+    ex = cat2.explain_dim("resid.0", 3, k=10)  # a dim planted + for alpha (rows 100..189)
+    assert ex["ranked_by"] == "typicality" and not ex["ranked"]
+    members = {f"w{i}" for i in range(100, 190)}
+    assert sum(t.strip() in members for t in ex["most_positive"]) >= 8
+    vocab_order = [tok.decode([int(i)]) for i in (no_mag.signs("resid.0")[:, 3] > 0).nonzero()[:10, 0]]
+    assert ex["most_positive"] != vocab_order

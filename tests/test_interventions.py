@@ -287,7 +287,8 @@ def test_flip_effect_matches_manual_flip_and_controls_reported(llama):
 
 
 def test_steer_side_by_side(llama, capsys):
-    from bagofdims.cli.steer import SteerConfig, format_result, steer, steer_main
+    from bagofdims.cli.main import steer_main
+    from bagofdims.cli.steer import SteerConfig, format_result, steer
 
     tok = tiny.tokenizer()
     cat = _tiny_catalog(llama, tok)

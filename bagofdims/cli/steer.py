@@ -1,6 +1,6 @@
 """``bagofdims steer``: a prompt's continuation with and without a sign flip, side by side.
 
-    bagofdims steer --model smollm2 --catalog runs/smollm2/catalog --feature fruit \\
+    bagofdims steer --model smollm2 --feature fruit \\
         --prompt "Here is a list of fruits: apple, banana,"
 
 Prints both greedy continuations next to each other, with the next-token probability mass on the
@@ -9,48 +9,84 @@ concept's tokens (anchors and held-out ids) after the prompt, without and with t
 
 from __future__ import annotations
 
-import argparse
-import sys
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Annotated, Literal, Optional
 
-from bagofdims.config import add_arguments, from_args
+from bagofdims.cli.options import (check_choice, check_device, check_finite_nonnegative,
+                                   check_positive, flag, run_dir)
+from bagofdims.errors import InvalidArgument
+
+MODES = ("away", "toward", "set")
+POSITIONS = ("all", "last")
 
 
 @dataclass
 class SteerConfig:
-    """Generate with and without flipping a catalog feature's signs."""
+    """Continue a prompt with and without flipping a catalog feature's signs, side by side."""
 
-    feature: str | None = field(default=None, metadata={"help": "concept name in the catalog "
-                                                                "(e.g. fruit); required"})
-    prompt: str = field(default="", metadata={"help": "text to continue (default: a prompt "
-                                                      "built from the concept's words)"})
-    model: str = field(default="smollm2", metadata={"help": "embedded name, HF id or local dir"})
-    catalog: str = field(default="runs/smollm2/catalog", metadata={"help": "catalog directory"})
-    site: str | None = field(default=None, metadata={"help": "site of the feature (default: the "
-                                                              "catalog's best site for it)"})
-    mode: str = field(default="away", metadata={"help": "away / toward / set"})
-    strength: float = field(default=1.0, metadata={"help": "magnitude factor of flipped values"})
-    positions: str = field(default="all", metadata={"help": "all / last"})
-    control: str | None = field(default=None, metadata={"help": "random / disjoint / a concept "
-                                                                "name (flipped instead)"})
-    max_new_tokens: int = field(default=30, metadata={"help": "tokens to generate"})
-    width: int = field(default=48, metadata={"help": "column width of the side-by-side view"})
-    device: str | None = field(default=None, metadata={"help": "cpu / cuda"})
+    feature: str
+    """Concept name in the catalog, e.g. fruit (see `bagofdims query`)."""
+    prompt: Annotated[str, flag("a prompt built from the concept's words", "TEXT")] = ""
+    """Text to continue."""
+    model: Annotated[str, flag(metavar="MODEL")] = "smollm2"
+    """Embedded model (smollm2, gemma3-270m, minilm), Hugging Face id, or local model directory."""
+    catalog: Annotated[Optional[str], flag("runs/MODEL/catalog", "DIR")] = None
+    """Catalog directory (built by `bagofdims catalog` for this model)."""
+    site: Annotated[Optional[str], flag("the catalog's best site for the feature", "SITE")] = None
+    """Site of the feature to flip."""
+    mode: Literal["away", "toward", "set"] = "away"
+    """away: push the concept out; toward: push it in; set: force the feature's signs."""
+    strength: float = 1.0
+    """Magnitude factor of the flipped values (1: a pure sign flip); finite, >= 0."""
+    positions: Literal["all", "last"] = "all"
+    """Flip at every position, or only at the last one of each forward pass."""
+    control: Annotated[Optional[str], flag("none", "CONTROL")] = None
+    """Flip this instead, as a control: random (magnitude-matched dims), disjoint, or a concept."""
+    max_new_tokens: int = 30
+    """Tokens to generate."""
+    width: int = 48
+    """Column width of the side-by-side view."""
+    device: Annotated[str, flag(metavar="DEVICE")] = "auto"
+    """Where to run the model: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps."""
+
+
+def check_steer_config(cfg: SteerConfig) -> None:
+    """The checks that need no model (raise InvalidArgument)."""
+    if not cfg.feature:
+        raise InvalidArgument("pass --feature NAME (a concept of the catalog, e.g. --feature fruit).")
+    check_choice("--mode", cfg.mode, MODES)
+    check_choice("--positions", cfg.positions, POSITIONS)
+    check_finite_nonnegative("--strength", cfg.strength)
+    check_positive("--max-new-tokens", cfg.max_new_tokens)
+    check_positive("--width", cfg.width)
+    check_device(cfg.device)
+
+
+def check_generates(model, name: str) -> None:
+    """Refuse a model that cannot generate text (an encoder)."""
+    can = getattr(model, "can_generate", None)
+    if not callable(getattr(model, "generate", None)) or (can is not None and not can()):
+        raise InvalidArgument(f"steer generates text, but {name} ({type(model).__name__}) is an "
+                              "encoder without generate(); use a decoder LM such as smollm2.")
 
 
 def steer(cfg: SteerConfig, model=None, tok=None, cat=None) -> dict:
-    """Run both generations; returns texts and concept masses (the model may be passed in)."""
+    """Run both generations; returns texts and concept masses (model, tokenizer, catalog may be
+    passed in)."""
     import torch
 
     from bagofdims.catalog import Catalog
+    from bagofdims.models import load_model
     from bagofdims.steering.effects import concept_prompts, concept_tokens, next_token_mass
     from bagofdims.steering.interventions import sign_flip
-    from bagofdims.models import load_model
 
+    check_steer_config(cfg)
     if model is None:
-        model, tok = load_model(cfg.model, device=cfg.device)
-    cat = cat if cat is not None else Catalog.load(cfg.catalog, model=model)
+        model, tok = load_model(cfg.model, device=check_device(cfg.device))
+    check_generates(model, cfg.model)
+    if cat is None:
+        cat = Catalog.load(cfg.catalog or run_dir(cfg.model, "catalog"), model=model, tokenizer=tok)
     feat = cat.get(cfg.feature, cfg.site)
     control = cfg.control
     if control not in (None, "random", "disjoint"):
@@ -85,6 +121,7 @@ def side_by_side(left: str, right: str, width: int = 48, titles=("baseline", "in
 
 
 def format_result(res: dict, width: int = 48) -> str:
+    """The prompt, the flip, the concept's next-token mass before -> after, and both texts."""
     ratio = res["intervened_mass"] / max(res["baseline_mass"], 1e-30)
     return "\n".join([
         f"prompt:  {res['prompt']!r}",
@@ -97,20 +134,6 @@ def format_result(res: dict, width: int = 48) -> str:
     ])
 
 
-def steer_main(argv=None) -> int:
-    """Entry point of ``bagofdims steer`` (flags = the fields of :class:`SteerConfig`)."""
-    parser = argparse.ArgumentParser(prog="bagofdims steer", description=SteerConfig.__doc__)
-    add_arguments(parser, SteerConfig)
-    ns = parser.parse_args(argv)
-    if ns.positions not in ("all", "last"):
-        parser.error("--positions must be 'all' or 'last'")
-    if not ns.feature:
-        parser.error("pass --feature NAME (a concept of the catalog, e.g. --feature fruit)")
-    cfg = from_args(SteerConfig, ns)
-    try:
-        res = steer(cfg)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        print(f"bagofdims steer: error: {err}", file=sys.stderr)
-        return 2
-    print(format_result(res, cfg.width))
-    return 0
+def run_steer(cfg: SteerConfig) -> None:
+    """``bagofdims steer``."""
+    print(format_result(steer(cfg), cfg.width))

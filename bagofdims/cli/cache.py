@@ -1,0 +1,225 @@
+"""``bagofdims capture`` / ``info`` / ``sites``: build a sign cache, describe one, list a model's sites.
+
+    bagofdims capture --model smollm2 --sites 'resid.*' final     # -> runs/smollm2/cache
+    bagofdims info runs/smollm2/cache
+    bagofdims sites --model gemma3-270m -v
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Optional
+
+import tyro
+
+from bagofdims.cli.options import check_device, check_positive, flag, run_dir
+from bagofdims.errors import AlreadyExists, CacheError, InvalidArgument
+
+
+@dataclass
+class CacheConfig:
+    """Build the sign cache of a model: one forward pass per vocabulary token, the sign of every
+    dimension at every site, one bit each. An interrupted build resumes when rerun."""
+
+    model: Annotated[str, flag(metavar="MODEL")] = "smollm2"
+    """Embedded model (smollm2, gemma3-270m, minilm), Hugging Face id, or local model directory."""
+    sites: Annotated[list[str], flag("resid.* final; resid.* for encoders")] = field(
+        default_factory=list)
+    """Site names or globs, e.g. resid.* final k.3 (list them with `bagofdims sites`)."""
+    out: Annotated[Optional[str], flag("runs/MODEL/cache", "DIR")] = None
+    """Cache directory to write."""
+    bos: Annotated[tyro.conf.DisallowNone[Optional[bool]], flag("on for decoder LMs")] = None
+    """Read each token after the document-start token (keeps it off the position-0 sink)."""
+    bos_token: Annotated[Optional[str], flag("the model's own", "TOKEN")] = None
+    """The start token to read each token after, as a token string."""
+    tokens: Annotated[Optional[int], flag("the whole vocabulary", "N")] = None
+    """Cache only the first N vocabulary ids."""
+    batch_size: int = 512
+    """Tokens per forward pass."""
+    magnitudes: bool = False
+    """Also store float16 |values| (lets `query --dim` rank tokens)."""
+    device: Annotated[str, flag(metavar="DEVICE")] = "auto"
+    """Where to run the model: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps."""
+    overwrite: bool = False
+    """Replace an existing cache in --out (else it is reused only if its settings match)."""
+
+
+def check_cache_config(cfg: CacheConfig) -> None:
+    """The checks that need no model (raise InvalidArgument)."""
+    check_positive("--batch-size", cfg.batch_size)
+    if cfg.tokens is not None and cfg.tokens < 1:
+        raise InvalidArgument(f"--tokens must be at least 1, got {cfg.tokens}; leave it out "
+                              "to cache the whole vocabulary.")
+    if cfg.bos is False and cfg.bos_token is not None:
+        raise InvalidArgument("--no-bos contradicts --bos-token; drop one of them.")
+    check_device(cfg.device)
+
+
+def default_sites(model) -> list[str]:
+    """``resid.* final`` for models with a final norm (decoders), ``resid.*`` otherwise."""
+    from bagofdims.sites import all_sites
+
+    return ["resid.*", "final"] if "final" in all_sites(model) else ["resid.*"]
+
+
+def vocab_size(model, tok) -> int:
+    """Ids a cache can hold: the tokenizer's, capped by the embedding's rows."""
+    return min(len(tok), model.get_input_embeddings().weight.shape[0])
+
+
+def build_cache(cfg: CacheConfig, model=None, tok=None):
+    """Build, save and return the sign cache of ``cfg`` (or the one already in ``cfg.out``, if it
+    was made with the same model, tokenizer and settings). ``model``/``tok`` may be passed in."""
+    import torch
+
+    from bagofdims.models import load_model
+    from bagofdims.signs.cache import SignCache
+
+    check_cache_config(cfg)
+    out = Path(cfg.out or run_dir(cfg.model, "cache"))
+    exists = out.exists()
+    if exists and not cfg.overwrite and not (out / "meta.json").exists():
+        raise AlreadyExists(f"{out} exists and is not a sign cache; choose another --out, or pass "
+                            "--overwrite to replace it.")
+    if model is None:
+        model, tok = load_model(cfg.model, device=check_device(cfg.device))
+    n_vocab = vocab_size(model, tok)
+    if cfg.tokens is not None and cfg.tokens > n_vocab:
+        raise InvalidArgument(f"--tokens {cfg.tokens} is larger than the vocabulary of "
+                              f"{cfg.model} ({n_vocab:,} tokens); pass at most {n_vocab}, or leave "
+                              "it out for all.")
+    sites = cfg.sites or default_sites(model)
+    if exists and not cfg.overwrite:
+        return reuse_cache(out, cfg, model, tok, sites)
+    tokens = None if cfg.tokens is None else torch.arange(cfg.tokens)
+    cache = SignCache.build(model, tok, sites=sites, bos=cfg.bos, bos_token=cfg.bos_token,
+                            tokens=tokens, batch_size=cfg.batch_size, magnitudes=cfg.magnitudes,
+                            checkpoint=out.with_name(out.name + ".partial"))
+    cache.save(out, overwrite=cfg.overwrite)
+    return cache
+
+
+def reuse_cache(out: Path, cfg: CacheConfig, model, tok, sites):
+    """The cache in ``out`` if it matches the model, tokenizer and settings; else a clear error."""
+    import torch
+
+    from bagofdims.inputs import resolve_prefix
+    from bagofdims.signs.cache import SignCache
+    from bagofdims.sites import describe, resolve
+
+    redo = "Pass --overwrite to rebuild it, or choose another --out."
+    try:
+        cache = SignCache.load(out, model=model, tokenizer=tok)
+    except CacheError as err:
+        try:
+            other = SignCache.load(out).model_name
+        except CacheError:
+            raise CacheError(f"{out} holds a damaged sign cache: {err} {redo}") from err
+        raise AlreadyExists(f"{out} already holds a sign cache of another model or tokenizer "
+                            f"({other}, not {cfg.model}). {redo}") from err
+    meta = cache.meta
+    wanted = [s.name for s in resolve(model, sites)]
+    bos_id, _ = resolve_prefix(model, tok, cfg.bos, cfg.bos_token)
+    diffs = []
+    if cache.sites != wanted:
+        diffs.append(f"sites {describe(cache.sites)} (asked: {describe(wanted)})")
+    if meta.bos_id != bos_id:
+        asked = tok.convert_ids_to_tokens(bos_id) if bos_id is not None else "none"
+        diffs.append(f"start token {meta.bos_token if meta.bos else 'none'} (asked: {asked})")
+    n = cfg.tokens or vocab_size(model, tok)
+    same_tokens = (meta.full_vocab if cfg.tokens is None else
+                   not meta.full_vocab and torch.equal(cache.token_ids, torch.arange(n)))
+    if not same_tokens:
+        have = "the whole vocabulary" if meta.full_vocab else f"{meta.n_tokens:,} chosen tokens"
+        asked = "the whole vocabulary" if cfg.tokens is None else f"the first {n:,} ids"
+        diffs.append(f"tokens: {have} (asked: {asked})")
+    if meta.magnitudes != cfg.magnitudes:
+        diffs.append(f"magnitudes {'stored' if meta.magnitudes else 'not stored'} "
+                     f"(asked: {'--magnitudes' if cfg.magnitudes else '--no-magnitudes'})")
+    if diffs:
+        raise AlreadyExists(f"{out} already holds a sign cache with other settings: "
+                            f"{'; '.join(diffs)}. {redo}")
+    print(f"{out} already holds this cache (same model, tokenizer and settings); reusing it.")
+    return cache
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def summary(cache) -> str:
+    """A short human-readable description of a sign cache."""
+    from bagofdims.sites import describe
+
+    meta = cache.meta
+    disk = sum(f.stat().st_size for f in cache.path.iterdir() if f.is_file()) if cache.path else 0
+    dense = len(cache) * sum(meta.sites.values()) * 4
+    start = (f"each after {meta.bos_token or meta.bos_id} (id {meta.bos_id})" if meta.bos
+             else "each read alone")
+    lines = [
+        f"sign cache of {meta.model} at {cache.path}",
+        f"  tokens      {len(cache):,} of a {meta.vocab_size:,}-token vocabulary, {start}",
+        f"  sites       {len(meta.sites)}: {describe(meta.sites)}",
+        f"  widths      {sorted(set(meta.sites.values()))}",
+        f"  on disk     {_size(disk)} (float32 states would take {_size(dense)}: "
+        f"1/{dense / max(disk, 1):.0f})",
+        f"  weights     {meta.weights}  tokenizer {meta.tokenizer}  created {meta.created}",
+    ]
+    seconds = meta.build_seconds
+    if seconds is not None and seconds >= 0.1:
+        lines.append(f"  built in    {seconds} s ({len(cache) / seconds:,.0f} tokens/s)")
+    return "\n".join(lines)
+
+
+def capture(cfg: CacheConfig) -> None:
+    """``bagofdims capture``."""
+    print(summary(build_cache(cfg)))
+
+
+@dataclass
+class InfoConfig:
+    """Describe a sign cache on disk."""
+
+    path: Annotated[tyro.conf.Positional[str], flag(metavar="PATH")]
+    """Sign cache directory."""
+
+
+def info(cfg: InfoConfig) -> None:
+    """``bagofdims info``."""
+    from bagofdims.signs.cache import SignCache
+
+    print(summary(SignCache.load(cfg.path)))
+
+
+@dataclass
+class SitesConfig:
+    """List the sites of a model (what --sites accepts)."""
+
+    model: Annotated[str, flag(metavar="MODEL")] = "smollm2"
+    """Embedded model (smollm2, gemma3-270m, minilm), Hugging Face id, or local model directory."""
+    verbose: Annotated[bool, flag(aliases=("-v",))] = False
+    """Also show each site's module path and whether it reads the module's input or output."""
+
+
+def list_sites(cfg: SitesConfig) -> dict:
+    """``{name: Site}`` of the model (loaded on the CPU)."""
+    from bagofdims.models import load_model
+    from bagofdims.sites import all_sites
+
+    model, _ = load_model(cfg.model, device="cpu")
+    return all_sites(model)
+
+
+def sites(cfg: SitesConfig) -> None:
+    """``bagofdims sites``."""
+    from bagofdims.sites import describe
+
+    found = list_sites(cfg)
+    print(f"{cfg.model}: {describe(found)}")
+    if cfg.verbose:
+        for s in found.values():
+            print(f"  {s.name:14s} {s.on:6s} {s.module_path}")
