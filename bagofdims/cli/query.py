@@ -40,6 +40,8 @@ class CatalogConfig:
     """Per-dim AUC threshold (tau)."""
     n_anchors: int = 50
     """Anchor words per category (the rest are held out for evaluation)."""
+    n_min_held_out: int = 10
+    """Fewest held-out members a category needs to be evaluated (else it is skipped and listed)."""
     forms: Literal["initial", "both", "bare"] = "initial"
     """Member tokens: after a space (initial), with or without it (both), or without (bare)."""
     overwrite: bool = False
@@ -59,6 +61,7 @@ def _build(cfg: CatalogConfig, tokenizer=None):
 
     check_positive("-k", cfg.k)
     check_positive("--n-anchors", cfg.n_anchors)
+    check_positive("--n-min-held-out", cfg.n_min_held_out)
     discovery = DiscoveryConfig(method=cfg.method, k=cfg.k, tau=cfg.tau)  # checks tau
     cache = SignCache.load(cfg.cache or run_dir(cfg.model or DEFAULT_MODEL, "cache"))
     out = Path(cfg.out or run_dir(cfg.model or cache.model_name, "catalog"))
@@ -66,7 +69,8 @@ def _build(cfg: CatalogConfig, tokenizer=None):
         raise AlreadyExists(f"{out} exists; pass --overwrite to replace it, or choose another --out.")
     tokenizer = tokenizer or load_tokenizer(cache.model_name)
     cat = Catalog.build(cache, categories=cfg.categories, sites=cfg.sites, tokenizer=tokenizer,
-                        config=discovery, n_anchors=cfg.n_anchors, forms=cfg.forms)
+                        config=discovery, n_anchors=cfg.n_anchors,
+                        n_min_held_out=cfg.n_min_held_out, forms=cfg.forms)
     cat.save(out, overwrite=cfg.overwrite)
     return cat, out
 

@@ -148,3 +148,12 @@ def test_unknown_model_names_the_fix(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotAvailable, match="config.json"):
         load_model(str(tmp_path / "empty"))
+
+
+def test_catalog_minimum_members_is_a_flag_with_a_clear_error(built, categories_file, tmp_path, cli):
+    args = ("catalog", "--cache", built[0], "--categories", categories_file, "--n-anchors", "12",
+            "--out", tmp_path / "cat")
+    code, _, err = cli(*args, "--n-min-held-out", "40")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "12 anchors + 40 held-out" in err and "--n-min-held-out" in err
+    assert cli(*args, "--n-min-held-out", "5")[0] == 0
