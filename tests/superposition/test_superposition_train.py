@@ -101,7 +101,7 @@ def test_sigkill_at_any_point_then_resume_gives_the_uninterrupted_weights(
     out = tmp_path / "run"
     child = subprocess.run([sys.executable, str(HERE / "_bows_train_child.py"), data_dir, str(out),
                             json.dumps(BASE), target, when, str(n)],
-                           capture_output=True, text=True, cwd=HERE.parent)
+                           capture_output=True, text=True, cwd=HERE.parent.parent)
     assert child.returncode == -signal.SIGKILL, child.stderr
     with caplog.at_level(logging.INFO, logger="superposition.train"):
         train(TrainConfig(data=data_dir, out=str(out), **BASE))
@@ -243,7 +243,7 @@ def test_atomic_file_and_stale_temps(tmp_path):
 
 def test_messages_go_through_logging(data_dir, tmp_path, caplog):
     for mod in ("pipeline", "train"):
-        tree = ast.parse((HERE.parent / "superposition" / f"{mod}.py").read_text())
+        tree = ast.parse((HERE.parent.parent / "superposition" / f"{mod}.py").read_text())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "print"]
         assert calls == [], f"print() in superposition/{mod}.py"
     with caplog.at_level(logging.INFO, logger="superposition.train"):
