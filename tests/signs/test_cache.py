@@ -157,3 +157,31 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path):
     for name in ("signs.safetensors", "magnitudes.safetensors"):
         assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
     assert not (tmp_path / "run.partial").exists()  # the checkpoint is cleaned after save
+
+
+def test_resume_with_other_sites_is_refused_by_name(llama, tmp_path):
+    model, tok = llama
+    ids = torch.arange(10)
+    bd.SignCache.build(model, tok, sites=["resid.0"], tokens=ids, checkpoint=tmp_path / "ck",
+                       progress=False)
+    with pytest.raises(ResumeError, match="sites"):
+        bd.SignCache.build(model, tok, sites=["resid.0", "final"], tokens=ids,
+                           checkpoint=tmp_path / "ck", progress=False)
+    # the same settings resume (nothing to recompute) and give the same signs
+    again = bd.SignCache.build(model, tok, sites=["resid.0"], tokens=ids, checkpoint=tmp_path / "ck",
+                               progress=False)
+    fresh = bd.SignCache.build(model, tok, sites=["resid.0"], tokens=ids, progress=False)
+    assert torch.equal(again.packed("resid.0"), fresh.packed("resid.0"))
+
+
+def test_damaged_checkpoint_chunk_is_recomputed_not_trusted(llama, tmp_path):
+    model, tok = llama
+    kw = dict(sites=["resid.0"], tokens=torch.arange(40), batch_size=8, chunk_size=16,
+              checkpoint=tmp_path / "ck", progress=False)
+    ref = bd.SignCache.build(model, tok, **kw)
+    chunk = tmp_path / "ck" / "chunk-000001.safetensors"
+    data = bytearray(chunk.read_bytes())
+    data[-3] ^= 0xFF  # a flipped bit inside the packed signs: the file still parses
+    chunk.write_bytes(bytes(data))
+    again = bd.SignCache.build(model, tok, **kw)
+    assert torch.equal(again.packed("resid.0"), ref.packed("resid.0"))
