@@ -3,23 +3,41 @@
 from __future__ import annotations
 
 import math
+import operator
 
+import numpy as np
 import torch
 
 from bagofdims.errors import InvalidArgument, InvalidType
 
 
-def as_indices(values, what: str) -> torch.Tensor:
-    """int64 ``[n]`` from integer indices; floats and bools are refused, never truncated."""
+def as_indices(values, what: str, flat: bool = True) -> torch.Tensor:
+    """int64 indices (``[n]`` with ``flat``, else the input's shape, on its device).
+
+    Floats (even 3.0), bools and strings are refused, never truncated: a float id is almost
+    always a bug upstream (an average, a score passed by mistake).
+    """
     if isinstance(values, (str, bytes)):
         raise InvalidType(f"{what} must be integer indices, not the string {values!r}.")
-    t = torch.as_tensor(values)
-    if t.numel() == 0:
-        return torch.zeros(0, dtype=torch.int64)
-    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
-        raise InvalidType(f"{what} must be integers, got {t.dtype} values (e.g. "
-                          f"{t.reshape(-1)[:3].tolist()}); pass ints, they are never rounded.")
-    return t.to(torch.int64).reshape(-1).cpu()
+    if isinstance(values, (torch.Tensor, np.ndarray)):
+        t = torch.as_tensor(values)
+        if t.numel() and (t.dtype == torch.bool or t.is_floating_point() or t.is_complex()):
+            raise InvalidType(f"{what} must be integers, got {t.dtype} values (e.g. "
+                              f"{t.reshape(-1)[:3].tolist()}); pass ints, they are never rounded.")
+        t = t.to(torch.int64)
+    else:
+        out = []
+        for v in values:
+            try:
+                if isinstance(v, (bool, np.bool_)) or (isinstance(v, torch.Tensor) and not (
+                        v.dim() == 0 and not v.is_floating_point() and v.dtype != torch.bool)):
+                    raise TypeError
+                out.append(operator.index(v))
+            except TypeError:
+                raise InvalidType(f"{what} must be integers, got {v!r} ({type(v).__name__}); "
+                                  "pass whole numbers, they are never rounded.") from None
+        t = torch.tensor(out, dtype=torch.int64)
+    return t.reshape(-1).cpu() if flat else t
 
 
 def positive_int(value, what: str) -> int:

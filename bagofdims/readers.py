@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
+from bagofdims.checks import as_indices
 from bagofdims.signs import bits, hamming
 from bagofdims.features.feature import Feature
 from bagofdims.errors import InvalidArgument, InvalidType, OutOfRange
@@ -54,15 +55,6 @@ def _check_states(states, what: str = "states") -> None:
     if states.is_floating_point() and bool(torch.isnan(states).any()):
         raise InvalidArgument(f"{what} contain NaN, whose sign is undefined; drop those rows or "
                               "replace NaN (torch.nan_to_num) first.")
-
-
-def _index_tensor(values, what: str) -> torch.Tensor:
-    """int64 tensor of row indices; floats and bools are refused, never truncated."""
-    t = torch.as_tensor(values)
-    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
-        raise InvalidType(f"{what} must be integer rows, got {t.dtype} (e.g. "
-                          f"{t.reshape(-1)[:3].tolist()}); pass integer indices.")
-    return t.to(torch.int64)
 
 
 def _as_packed(states: torch.Tensor, d: int | None = None) -> tuple[torch.Tensor, int]:
@@ -135,7 +127,7 @@ def hamming_readout(
     q, d = _as_packed(states, d)
     keys = keys_packed.to(q.device)
     if token_ids is not None:
-        token_ids = _index_tensor(token_ids, "token_ids").reshape(-1)
+        token_ids = as_indices(token_ids, "token_ids", flat=False).reshape(-1)
         if len(token_ids) != keys.shape[0]:
             raise InvalidArgument(f"token_ids has {len(token_ids)} entries but there are "
                                   f"{keys.shape[0]} key rows; pass one id per key row.")
@@ -161,7 +153,7 @@ def hamming_ranks(
     q, d = _as_packed(states, d)
     keys = keys_packed.to(q.device)
     bits.check_packed(keys, d, "keys_packed")
-    t_all = _index_tensor(target_rows, "target_rows").to(q.device)
+    t_all = as_indices(target_rows, "target_rows", flat=False).to(q.device)
     if t_all.dim() not in (1, 2):
         raise InvalidArgument(f"target_rows must be [n] or [n, t], got shape {tuple(t_all.shape)}.")
     single = t_all.dim() == 1

@@ -148,7 +148,7 @@ def test_readers_refuse_nan_states_float_indices_and_mismatched_shapes(model):
     with pytest.raises(ValueError, match="NaN"):
         readers.score_features(nan, [Feature("a", "s", [0, 1], [1, 1], width=d)])
     # float targets were truncated (2.7 -> row 2); -2 was read as "not among the keys"
-    with pytest.raises(TypeError, match="integer rows"):
+    with pytest.raises(TypeError, match="must be integers"):
         readers.hamming_ranks(x, keys, d, torch.tensor([2.7, 1.0, 0.0, 3.0]))
     with pytest.raises(IndexError, match="-1"):
         readers.hamming_ranks(x, keys, d, torch.tensor([-2, 1, 0, 3]))

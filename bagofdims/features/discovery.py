@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from bagofdims.checks import as_indices
 from bagofdims.signs import bits, hamming
 from bagofdims.features.feature import Feature
 from bagofdims.errors import InvalidArgument, InvalidType, OutOfRange
@@ -85,34 +86,6 @@ def _whole(v, name: str) -> int:
         raise InvalidType(f"{name} must be a whole number, got {v!r} ({type(v).__name__}).") from None
 
 
-def _as_ids(values, name: str = "ids") -> torch.Tensor:
-    """``int64 [n]`` from a list / 1-D array / 1-D tensor of integers (any integer dtype).
-
-    Floats (even 3.0), bools and strings are refused, not truncated: a float id is almost
-    always a bug upstream (an average, a score passed by mistake).
-    """
-    if isinstance(values, (torch.Tensor, np.ndarray)):
-        t = torch.as_tensor(values)
-        if t.dim() != 1:
-            raise InvalidArgument(f"{name} must be 1-D, got shape {tuple(t.shape)}; flatten it.")
-        if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
-            first = t.reshape(-1)[:1].tolist()
-            raise InvalidType(f"{name} must be integers, got a {t.dtype} tensor (first value "
-                              f"{first[0] if first else None!r}); pass integer ids (.long() if whole).")
-        return t.to(torch.int64).cpu()
-    out = []
-    for v in values:
-        try:
-            if isinstance(v, (bool, np.bool_)) or (isinstance(v, torch.Tensor) and not (
-                    v.dim() == 0 and not v.is_floating_point() and v.dtype != torch.bool)):
-                raise TypeError
-            out.append(operator.index(v))
-        except TypeError:
-            raise InvalidType(f"{name} must be integers, got {v!r} ({type(v).__name__}); "
-                              "pass whole-number ids.") from None
-    return torch.tensor(out, dtype=torch.int64)
-
-
 def positive_rates(packed: torch.Tensor, d: int, chunk: int = 16384) -> torch.Tensor:
     """Count of positive signs per dim over all rows of ``packed`` (chunked unpack)."""
     bits.check_packed(packed, d, "packed")
@@ -135,7 +108,7 @@ def dim_auc(packed: torch.Tensor, d: int, anchor_rows: list[torch.Tensor],
     n = packed.shape[0]
     if len(anchor_rows) == 0:
         raise InvalidArgument("anchor_rows is empty; pass one tensor of rows per category.")
-    sets = [_as_ids(a, "anchor rows") for a in anchor_rows]
+    sets = [as_indices(a, "anchor rows") for a in anchor_rows]
     sizes = torch.tensor([len(a) for a in sets], dtype=torch.float64)
     if (sizes == 0).any():
         raise InvalidArgument("An anchor set is empty; give each category at least one anchor token.")
@@ -224,7 +197,7 @@ def _anchor_ids(anchors, tokenizer) -> tuple[torch.Tensor, list[str]]:
         raise InvalidArgument("anchors is empty: pass at least 10 token ids or words of the concept.")
     is_word = [isinstance(a, str) for a in anchors] if isinstance(anchors, list) else [False]
     if not any(is_word):
-        ids = _as_ids(anchors, "anchors")
+        ids = as_indices(anchors, "anchors")
         return torch.tensor(list(dict.fromkeys(ids.tolist())), dtype=torch.int64), []
     if not all(is_word):
         other = next(a for a, w in zip(anchors, is_word) if not w)
