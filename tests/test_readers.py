@@ -156,7 +156,7 @@ def test_readers_refuse_nan_states_float_indices_and_mismatched_shapes(model):
         readers.hamming_ranks(x, keys, d, torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="one id per key row"):  # was an index error or silence
         readers.hamming_readout(x, keys, d, k=3, token_ids=torch.arange(v - 1))
-    with pytest.raises(TypeError, match="integer rows"):
+    with pytest.raises(TypeError, match="must be integers"):
         readers.hamming_readout(x, keys, d, k=3, token_ids=torch.arange(v).float())
     with pytest.raises(TypeError, match="k must be an int"):
         readers.hamming_readout(x, keys, d, k=2.5)
