@@ -39,6 +39,8 @@ class Capture:
         position: keep only this sequence position (e.g. ``-1``), before moving or casting.
         keep_all: keep every forward pass's value (a list per site, e.g. one per decode step)
             instead of only the latest.
+        any_thread: also record passes run by other threads (default: only the thread that
+            entered the block, so concurrent captures on one model stay apart).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class Capture:
         dtype: torch.dtype | None = None,
         position: int | None = None,
         keep_all: bool = False,
+        any_thread: bool = False,
     ):
         self.model = model
         self.sites: list[Site] = resolve(model, sites)
@@ -60,6 +63,7 @@ class Capture:
         self.dtype = _as_dtype(dtype)
         self.position = position
         self.keep_all = keep_all
+        self.any_thread = any_thread
         self._values: dict[str, torch.Tensor] = {}
         self._history: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._hooks: HookSet | None = None
@@ -71,7 +75,7 @@ class Capture:
             raise HookError("This Capture is already active; use a new one to nest captures.")
         self._values.clear()
         self._history.clear()
-        hooks = HookSet(self.model, "capture", self)
+        hooks = HookSet(self.model, "capture", self, any_thread=self.any_thread)
         by_module: dict[tuple[str, str], list[Site]] = defaultdict(list)
         for site in self.sites:
             by_module[(site.module_path, site.on)].append(site)

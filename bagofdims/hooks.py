@@ -4,7 +4,8 @@ A :class:`HookSet` is a context manager owning a group of hooks with one owner t
 ``sign_flip``, ...). Its hooks are attached on enter and removed on exit, also when the block
 raises, so none outlives its ``with``. While attached, each hook acts only for forward passes run
 by the thread that entered the set: two threads capturing from one model each see their own
-passes, never the other's.
+passes, never the other's. ``any_thread=True`` lifts that for a forward run on another thread on
+purpose (``generate`` in a streaming thread); then no other thread may use the model meanwhile.
 
 :func:`active_hooks` lists what is attached right now, captures and interventions alike.
 
@@ -66,8 +67,9 @@ class HookSet:
     in torch.
     """
 
-    def __init__(self, model: nn.Module, owner: str, obj=None):
+    def __init__(self, model: nn.Module, owner: str, obj=None, any_thread: bool = False):
         self.model = model
+        self.any_thread = any_thread
         self.owner = owner
         self.obj = obj  # the public object (Capture, SignFlip) these hooks belong to
         self._specs: list[_Spec] = []
@@ -87,7 +89,7 @@ class HookSet:
 
     def _guarded(self, fn: Callable, label: str) -> Callable:
         def hook(*args):
-            if threading.get_ident() != self._thread:
+            if not self.any_thread and threading.get_ident() != self._thread:
                 return None  # another thread's forward pass: not ours to touch
             return fn(*args)
 

@@ -180,3 +180,26 @@ def test_flip_mask_of_wrong_shape_is_an_error_not_broadcast():
     with torch.no_grad(), sign_flip(model, _feature(), positions=ok) as flip:
         model(**x)
     assert flip.calls["resid.1"] == 1
+
+
+def test_any_thread_lets_a_streaming_thread_be_flipped_and_captured():
+    model = tiny.make("llama")
+    x = tiny.inputs("llama")
+    feat = _feature(dims=range(16), signs=[1] * 16)
+    with torch.no_grad():
+        clean = model(**x).logits
+    out = {}
+
+    def stream():  # e.g. generate() run by a TextIteratorStreamer's thread
+        with torch.no_grad():
+            out["logits"] = model(**x).logits
+
+    for any_thread, changed in ((False, False), (True, True)):
+        with sign_flip(model, feat, mode="set", strength=3.0, any_thread=any_thread), \
+                bd.Capture(model, ["resid.1"], any_thread=any_thread) as cap:
+            t = threading.Thread(target=stream)
+            t.start()
+            t.join()
+        assert (not torch.allclose(out["logits"], clean)) == changed
+        assert ("resid.1" in cap) == changed
+    assert bd.hook_count(model) == 0

@@ -150,7 +150,8 @@ class SignFlip:
     """
 
     def __init__(self, model: nn.Module, features, mode: str = "away", strength: float = 1.0,
-                 positions="all", control=None, seed: int = 0, reference: dict | None = None):
+                 positions="all", control=None, seed: int = 0, reference: dict | None = None,
+                 any_thread: bool = False):
         if mode not in MODES:
             raise InvalidArgument(f"mode='{mode}': use one of {MODES}.")
         if isinstance(control, str) and control not in CONTROLS:
@@ -169,6 +170,7 @@ class SignFlip:
         self.model, self.features, self.mode = model, features, mode
         self.strength, self.positions, self.control = float(strength), positions, control
         self.seed, self.reference = seed, reference or {}
+        self.any_thread = any_thread
         self._hooks: HookSet | None = None
         self._ctx: dict = {}
         self._flips = self._plan()
@@ -286,7 +288,7 @@ class SignFlip:
     def __enter__(self) -> "SignFlip":
         if self.active:
             raise HookError("This sign flip is already active; create another to nest flips.")
-        hooks = HookSet(self.model, f"sign_flip:{self.mode}", self)
+        hooks = HookSet(self.model, f"sign_flip:{self.mode}", self, any_thread=self.any_thread)
         if not (isinstance(self.positions, str) and self.positions == "all"):
             hooks.add("", self._context_hook, "model_input", "context")
         for (path, on), group in self._flips.items():
@@ -368,7 +370,7 @@ def _put_back(site: Site, whole: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def sign_flip(model: nn.Module, features, mode: str = "away", strength: float = 1.0,
               positions="all", control=None, seed: int = 0,
-              reference: dict | None = None) -> SignFlip:
+              reference: dict | None = None, any_thread: bool = False) -> SignFlip:
     """Context manager flipping feature signs in every forward pass inside the ``with`` block.
 
     Args:
@@ -382,8 +384,11 @@ def sign_flip(model: nn.Module, features, mode: str = "away", strength: float = 
         seed: seed of the control dims.
         reference: ``{site: states [..., width]}`` to draw control dims from (default: the first
             forward pass).
+        any_thread: also flip passes run by other threads (e.g. ``generate`` in a streaming
+            thread); by default only the thread that entered the block is affected.
     """
-    return SignFlip(model, features, mode, strength, positions, control, seed, reference)
+    return SignFlip(model, features, mode, strength, positions, control, seed, reference,
+                    any_thread)
 
 
 def active_interventions(model: nn.Module) -> list[SignFlip]:
