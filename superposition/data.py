@@ -32,13 +32,24 @@ log = logging.getLogger(__name__)
 class DataConfig:
     """Settings of ``bows data`` (every field is also a CLI flag)."""
     out: str = "runs/bows/data"
+    """Data directory to write (vocab.json, meta.json, train / val / frequency .safetensors)."""
     corpus: str = "default"
+    """Text source: default (the packaged wiki and bbc), a comma list of wiki / bbc, a Hugging Face
+    datasets spec NAME:CONFIG@SPLIT, or a path / glob of local .txt, .json or .jsonl files."""
     vocab: int = 10000
+    """Vocabulary size in words: 39 forced words (days, months, planets, animals) first, then the
+    most frequent words of the training documents."""
     window: int = 20
+    """Lines (paragraphs) per window: a window is the set of vocabulary words in this many
+    consecutive lines of one split (the whole split if it is shorter)."""
     stride: int = 1
+    """Lines from the start of one window to the start of the next (1: a window at every line)."""
     min_chars: int = 50
+    """Lines shorter than this many characters count as empty (they keep their place, add no words)."""
     val_fraction: float = 0.1
+    """Fraction of the documents (after the seeded shuffle) held out as validation, in [0, 1)."""
     seed: int = 0
+    """Seed of the document shuffle that decides the train / validation split."""
 
 
 def build_vocab(lines: list[list[str]], size: int, forced: list[str] = FORCED_WORDS) -> list[str]:

@@ -20,21 +20,37 @@ log = logging.getLogger(__name__)
 class PipelineConfig:
     """Data -> train (main model + comparison runs) -> analyze -> synthetic, in one command."""
     runs: str = "runs/bows/small"
+    """Directory of the data (data/) and models (mLATENT_wdDECAY/); reused if the settings match."""
     report: str = "runs/bows/small/report"
+    """Report directory: figures, metrics.json, report.md and synthetic/."""
     corpus: str = "default"
+    """Text source, as `bows data --corpus`: default, wiki / bbc, a datasets spec, or local files."""
     vocab: int = 3000
+    """Vocabulary size in words."""
     window: int = 10
+    """Lines (paragraphs) per bag-of-words window."""
     latent: int = 200
+    """Latent width m of the main model."""
     weight_decay: float = 4.0
+    """AdamW weight decay of the main model and of the --compare-latents runs."""
     lr: float = 3e-3
+    """Peak learning rate of every model (cosine-decayed to 0)."""
     epochs: float = 20.0
+    """Passes over the training windows, for every model."""
     batch_size: int = 512
+    """Windows per optimiser step."""
     compare_latents: str = "50,100"
+    """Comma list of latent widths (integers) of extra runs at --weight-decay; empty: none."""
     compare_weight_decays: str = "0,1"
+    """Comma list of weight decays (numbers) of extra runs at --latent; empty: none."""
     synthetic: bool = True
+    """Also run the synthetic sweep (`bows synthetic`) and add its table to the report."""
     synthetic_steps: int = 3000
+    """Adam steps of the synthetic sweep."""
     device: str = "auto"
+    """Where to train: auto (cuda if available, else cpu) or a torch device (cpu, cuda, cuda:N)."""
     seed: int = 0
+    """Seed of the data split, the weights, the batch order and the synthetic sweep."""
 
 
 FULL = dict(vocab=10000, window=20, latent=1000, weight_decay=4.0, lr=5e-4, epochs=10.0,

@@ -21,13 +21,23 @@ from bagofdims.storage import atomic_file, remove_stale_temps
 class AnalyzeConfig:
     """Settings of ``bows analyze`` (every field is also a CLI flag)."""
     run: str = "runs/bows/m1000_wd4"
+    """Trained run directory to analyze (the --out of `bows train`)."""
     out: str = "reports/bows/m1000_wd4"
-    compare: str = ""          # comma list of other runs (latent / decay sweeps, bridge)
+    """Report directory: PNG figures, metrics.json and report.md."""
+    compare: str = ""
+    """Comma list of other run directories on the same data (latent / decay sweeps, bridge);
+    empty: the run alone."""
     top_words: int = 1000
+    """How many of the most frequent words the reconstruction, interference and bridge use."""
     spearman_words: int = 300
+    """How many of the most frequent words enter the rank correlation of cosine vs co-occurrence."""
     max_windows: int = 4000
+    """Windows used per split at most (a random sample of train, the first ones of validation)."""
     threshold: float = 0.5
+    """R² on held-out windows above which a word counts as superposed: linearly (a linear read-out
+    of the latent reaches it) or nonlinearly (only the model does)."""
     bridge: bool = True
+    """Also read every run's latent with bagofdims' sign tools (Hamming recall, sign MI)."""
 
 
 @torch.no_grad()

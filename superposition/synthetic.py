@@ -34,17 +34,30 @@ from bagofdims.storage import atomic_file, remove_stale_temps
 class SyntheticConfig:
     """Settings of ``bows synthetic``; ``latent`` is ``A..B`` or a comma list, ``weight_decay`` a comma list."""
     out: str = "runs/bows/synth"
+    """Output directory: metrics.json, synthetic_gram.png and synthetic_corr.png."""
     structure: str = "circle"
+    """Manifold the features sit on: circle, figure8, sphere, or iid (each fires with p_max / 2)."""
     features: int = 12
+    """Number of binary features (the input width n)."""
     latent: str = "2..12"
+    """Latent widths to sweep: A..B (both ends included) or a comma list of integers."""
     weight_decay: str = "1,6"
+    """Comma list of decoupled weight decays to sweep (on W and b, scaled by the lr each step)."""
     models: str = "linear,relu"
+    """Comma list of model kinds to sweep: linear, relu."""
     steps: int = 4000
+    """Adam steps; all models of the sweep train together."""
     batch_size: int = 512
+    """Fresh samples drawn per step."""
     lr: float = 1e-2
+    """Peak learning rate, cosine-decayed to 0 over --steps."""
     p_max: float = 1.0
+    """Probability that a feature fires when the latent point sits on it, in (0, 1]."""
     width: float = 0.8
+    """Width s of a feature's firing bump p = p_max exp(-d^2 / 2s^2), d its distance to the latent
+    point (unit circle and sphere)."""
     seed: int = 0
+    """Seed of the initial weights and the samples."""
 
 
 def parse_range(text: str) -> list[int]:

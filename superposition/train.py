@@ -34,19 +34,34 @@ CHECKPOINT = "checkpoint.safetensors"
 class TrainConfig:
     """Settings of ``bows train`` (every field is also a CLI flag)."""
     data: str = "runs/bows/data"
+    """Data directory written by `bows data` (its --out)."""
     out: str = "runs/bows/m1000_wd4"
+    """Run directory; an interrupted run there resumes when the settings are the same."""
     latent: int = 1000
+    """Latent width m: W has shape m x vocabulary size."""
     weight_decay: float = 4.0
+    """AdamW decoupled weight decay on all parameters (W and b); its strength is lr x wd x steps."""
     lr: float = 5e-4
+    """Peak AdamW learning rate, cosine-decayed to 0 over the run (per step)."""
     epochs: float = 10.0
+    """Passes over the training windows (fractions allowed): steps = round(epochs x batches per epoch)."""
     batch_size: int = 512
+    """Windows per optimiser step."""
     relu: bool = True
+    """Decode with ReLU, x_hat = ReLU(W^T W x + b); --no-relu trains the linear autoencoder."""
     seed: int = 0
+    """Seed of the initial weights and of the batch order (epoch e shuffles with seed x 1000 + e)."""
     device: str = "auto"
+    """Where to train: auto (cuda if available, else cpu) or a torch device (cpu, cuda, cuda:N)."""
     precision: str = "auto"
+    """Matmul dtype: auto (CUDA: bf16, fp16 where unsupported; CPU: bf16 with AMX / AVX512-BF16,
+    else fp32), fp32 or bf16; the loss, gradients and weights stay fp32."""
     checkpoint_every: int = 500
+    """Steps between checkpoints (where an interrupted run resumes)."""
     threads: int = 0
+    """CPU threads torch may use (0: torch's own choice)."""
     progress: bool = True
+    """Show a progress bar with the running loss."""
     overwrite: bool = False
     """Discard a run already in ``out`` (finished or interrupted) instead of resuming it."""
 

@@ -156,3 +156,44 @@ def test_bows_runs_a_command_through_the_dispatcher(tmp_path):
     assert bows.main(["synthetic", "--steps", "10", "--latent", "2..3", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["steps"] == 10 and metrics["config"]["latent"] == "2..3"
+
+
+def flag_help(text: str) -> dict[str, str]:
+    """Option (``--name`` / ``[METAVAR]``) -> its help, the ``(default: ...)`` cut, from tyro's
+    boxed help; an option whose name fills its column has its help on the next lines."""
+    entries: list[list[str]] = []
+    for line in text.splitlines():
+        inner = line.strip().strip("│").strip()
+        if line.lstrip().startswith(("╭", "╰")) or not inner:
+            entries.append([])  # a box ends the entry before it
+        elif re.match(r"--?\w|\[", inner):  # not the rule under the description
+            entries.append([inner])
+        elif entries and entries[-1]:
+            entries[-1].append(inner)
+    helps = {}
+    for lines in filter(None, entries):
+        spec, _, rest = "  ".join(lines).partition("  ")
+        name = spec.split(",")[0].split()[0]
+        helps[name] = " ".join(re.sub(r"\(default: [^)]*\)\s*$", "", " ".join(rest.split())).split())
+    return helps
+
+
+@pytest.mark.parametrize("command", list(BOWS))
+def test_bows_help_shows_a_docstring_for_every_field(command, capsys, monkeypatch):
+    from superposition.data import DataConfig
+    from superposition.pipeline import PipelineConfig
+    from superposition.report import AnalyzeConfig
+    from superposition.synthetic import SyntheticConfig
+    from superposition.train import TrainConfig
+
+    for base in (DataConfig, TrainConfig, AnalyzeConfig, SyntheticConfig, PipelineConfig):
+        docs = field_docstrings(base)
+        assert set(docs) == set(base.__dataclass_fields__), f"{base.__name__}: a field lacks a docstring"
+        assert all(d.strip() and "(default" not in d for d in docs.values())
+    config = BOWS[command][0]
+    helps = flag_help(help_text(BOWS, command, "bows", capsys, monkeypatch))
+    docs = field_docstrings(config)  # a subclass's docstring (bows analyze's RUN) wins, as in tyro
+    for field in config.__dataclass_fields__:
+        name = "[RUN]" if (command, field) == ("analyze", "run") else "--" + field.replace("_", "-")
+        assert helps.get(name), f"bows {command} {name}: no help"
+        assert helps[name] == " ".join(docs[field].split())
