@@ -7,6 +7,8 @@
     bagofdims catalog --model smollm2                                # -> runs/smollm2/catalog
     bagofdims query runs/smollm2/catalog country
     bagofdims steer --model smollm2 --feature fruit --prompt "My favourite fruit is"
+    bagofdims serve runs/smollm2/catalog --model smollm2            # http://127.0.0.1:8765
+    bagofdims export-html runs/smollm2/catalog out/site
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from bagofdims.cli.activations import ActivationsConfig, activations
 from bagofdims.cli.cache import CacheConfig, InfoConfig, SitesConfig, capture, info, sites
 from bagofdims.cli.query import CatalogConfig, QueryConfig, catalog, query
 from bagofdims.cli.steer import SteerConfig, run_steer
+from bagofdims.cli.serve import ExportConfig, ServeConfig, export_html, serve
 from bagofdims.cli.app import Table, run
 
 COMMANDS: Table = {
@@ -30,6 +33,8 @@ COMMANDS: Table = {
     "query": (QueryConfig, query, "show a feature of a catalog, or explain a dim"),
     "steer": (SteerConfig, run_steer,
               "generate with and without a feature's sign flip, side by side"),
+    "serve": (ServeConfig, serve, "browse a catalog in the browser (live steering with --model)"),
+    "export-html": (ExportConfig, export_html, "write the browser's pages as a static site"),
 }
 
 DESCRIPTION = ("Training-free features over the standard basis of a transformer's hidden states: "

@@ -1,0 +1,128 @@
+"""``bagofdims serve`` / ``export-html``: the feature browser, live or as static pages.
+
+    bagofdims serve runs/smollm2/catalog --model smollm2       # http://127.0.0.1:8765
+    bagofdims export-html runs/smollm2/catalog out/site        # the same pages, no server
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+import tyro
+
+from bagofdims.cli.options import check_device, check_positive, flag
+from bagofdims.errors import InvalidArgument
+
+
+@dataclass
+class ServeConfig:
+    """Browse a catalog in the browser: features, dims, and (with --model) a reader and live steering."""
+
+    catalog: Annotated[tyro.conf.Positional[str], flag(metavar="CATALOG")]
+    """Catalog directory (built by `bagofdims catalog`)."""
+    model: Annotated[Optional[str], flag("none: no reader or steering", "MODEL")] = None
+    """The catalog's model (embedded name, hub id or directory), to read text and steer live."""
+    host: str = "127.0.0.1"
+    """Address to listen on; the default is reachable from this machine only."""
+    port: int = 8765
+    """Port to listen on."""
+    contexts: bool = True
+    """With --model: compute the top activating contexts once if they are missing (stored in the catalog)."""
+    corpus: str = "wiki"
+    """Text for the contexts: wiki or bbc (packaged), or a file with one text per line."""
+    n_docs: int = 200
+    """Documents of the corpus to read for the contexts."""
+    max_tokens: int = 128
+    """Tokens read per document for the contexts."""
+    reports: Annotated[Optional[str], flag("none", "DIR")] = None
+    """A folder of reports to link from the index."""
+    device: Annotated[str, flag(metavar="DEVICE")] = "auto"
+    """Where to run the model: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps."""
+
+
+@dataclass
+class ExportConfig:
+    """Write the browser's index, feature and dim pages as static HTML (no server, no model)."""
+
+    catalog: Annotated[tyro.conf.Positional[str], flag(metavar="CATALOG")]
+    """Catalog directory (built by `bagofdims catalog`)."""
+    out: Annotated[tyro.conf.Positional[str], flag(metavar="OUT")]
+    """Folder to write the site into (open OUT/index.html)."""
+    overwrite: bool = False
+    """Replace an existing OUT."""
+    model: Annotated[Optional[str], flag("none: use contexts already computed", "MODEL")] = None
+    """The catalog's model, to compute the top activating contexts first if they are missing."""
+    corpus: str = "wiki"
+    """Text for the contexts: wiki or bbc (packaged), or a file with one text per line."""
+    n_docs: int = 200
+    """Documents of the corpus to read for the contexts."""
+    max_tokens: int = 128
+    """Tokens read per document for the contexts."""
+    reports: Annotated[Optional[str], flag("none", "DIR")] = None
+    """A folder of reports to copy into the site and link from the index."""
+    device: Annotated[str, flag(metavar="DEVICE")] = "auto"
+    """Where to run the model: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps."""
+
+
+def prepare(cfg, compute: bool = True):
+    """``(views, model, tokenizer)`` for a config: the catalog, its tokenizer, the model if asked
+    for, and the contexts (computed when missing and a model is given)."""
+    from bagofdims.catalog import Catalog
+    from bagofdims.models import load_model, load_tokenizer
+    from bagofdims.serve import CatalogViews, compute_contexts, corpus_texts, load_contexts
+
+    check_positive("--n-docs", cfg.n_docs)
+    check_positive("--max-tokens", cfg.max_tokens)
+    device = check_device(cfg.device)
+    cat = Catalog.load(cfg.catalog)
+    model = tok = None
+    if cfg.model is not None:
+        model, tok = load_model(cfg.model, device=device)
+        cat.check_model(model)
+        cat.tokenizer = tok
+    else:
+        cat.tokenizer = load_tokenizer(cat.model_name)
+    contexts = load_contexts(cat.path)
+    if contexts is None and model is not None and compute:
+        texts = corpus_texts(cfg.corpus, cfg.n_docs)
+        contexts = compute_contexts(cat, model, tok, texts, max_tokens=cfg.max_tokens)
+    return CatalogViews(cat, contexts, cfg.reports), model, tok
+
+
+def serve(cfg: ServeConfig) -> None:
+    """``bagofdims serve``."""
+    import uvicorn
+
+    from bagofdims.serve import create_app
+
+    if not 0 < cfg.port < 65536:
+        raise InvalidArgument(f"--port must be 1..65535, got {cfg.port}.")
+    views, model, tok = prepare(cfg, compute=cfg.contexts)
+    if not _loopback(cfg.host):
+        print(f"warning: --host {cfg.host} makes the browser (and live steering) reachable from "
+              "other machines; it has no authentication.")
+    print(f"bagofdims browser: http://{cfg.host}:{cfg.port}/  ({len(views.cat)} features"
+          f"{', model ' + cfg.model if model is not None else ', no model: no reader or steering'})"
+          " - Ctrl-C stops it")
+    uvicorn.run(create_app(views, model, tok), host=cfg.host, port=cfg.port, log_level="warning")
+
+
+def export_html(cfg: ExportConfig) -> None:
+    """``bagofdims export-html``."""
+    from bagofdims.serve import export_site
+
+    views, _, _ = prepare(cfg)
+    out = export_site(views, cfg.out, overwrite=cfg.overwrite)
+    print(f"{len(views.cat)} feature pages -> {out}/index.html"
+          f"{'' if views.contexts else ' (no top activating contexts: pass --model to compute them)'}")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

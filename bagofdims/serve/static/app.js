@@ -1,0 +1,80 @@
+// bagofdims browser: index search + sort, and the steering stream. No framework, no build step.
+"use strict";
+
+function setupIndex() {
+  const table = document.getElementById("features");
+  if (!table) return;
+  const body = table.tBodies[0];
+  const rows = Array.from(body.rows);
+  const q = document.getElementById("q");
+  const shown = document.getElementById("shown");
+  const filter = () => {
+    const terms = q.value.toLowerCase().split(/\s+/).filter(Boolean);
+    let n = 0;
+    for (const r of rows) {
+      const hay = r.dataset.search;
+      const ok = terms.every((t) => (/^\d+$/.test(t) ? (" " + hay + " ").includes(" " + t + " ") : hay.includes(t)));
+      r.hidden = !ok;
+      if (ok) n++;
+    }
+    shown.textContent = n + " of " + rows.length + " shown";
+  };
+  q.addEventListener("input", filter);
+  filter();
+  for (const b of table.querySelectorAll("th button")) {
+    b.addEventListener("click", () => {
+      const key = b.dataset.key, num = b.hasAttribute("data-num");
+      const dir = b.getAttribute("aria-sort") === "descending" ? 1 : -1;
+      for (const o of table.querySelectorAll("th button")) o.removeAttribute("aria-sort");
+      b.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
+      const val = (r) => (num ? parseFloat(r.dataset[key]) : r.dataset[key]);
+      rows.sort((a, c) => {
+        let x = val(a), y = val(c);
+        if (num) { x = isNaN(x) ? -Infinity : x; y = isNaN(y) ? -Infinity : y; return dir * (x - y); }
+        return dir * x.localeCompare(y);
+      });
+      for (const r of rows) body.appendChild(r);
+    });
+  }
+}
+
+function setupSteer() {
+  const out = document.getElementById("steer-out");
+  if (!out) return;
+  const status = document.getElementById("steer-status");
+  const es = new EventSource(out.dataset.stream);
+  const text = (id, s) => { const el = document.getElementById(id); if (el) el.textContent = s; };
+  es.addEventListener("status", (e) => { status.textContent = JSON.parse(e.data).message; });
+  es.addEventListener("prompt", (e) => text("prompt-used", JSON.parse(e.data).prompt));
+  es.addEventListener("token", (e) => {
+    const d = JSON.parse(e.data);
+    document.getElementById("out-" + d.side).textContent += d.text;
+  });
+  es.addEventListener("mass", (e) => {
+    const d = JSON.parse(e.data);
+    text("mass-" + d.side, d.mass.toPrecision(3));
+  });
+  es.addEventListener("ppl", (e) => {
+    const d = JSON.parse(e.data);
+    text("ppl-" + d.side, d.ppl.toPrecision(4));
+  });
+  es.addEventListener("end", (e) => {
+    const d = JSON.parse(e.data);
+    const el = document.getElementById("out-" + d.side);
+    el.textContent = d.text;  // the whole continuation, decoded at once
+    el.insertAdjacentText("afterend", " (" + d.n_tokens + " tokens)");
+  });
+  es.addEventListener("fail", (e) => {
+    es.close();
+    const p = document.createElement("p");
+    p.className = "error";
+    p.setAttribute("role", "alert");
+    p.textContent = JSON.parse(e.data).message;
+    out.prepend(p);
+    status.textContent = "Stopped.";
+  });
+  es.addEventListener("done", (e) => { es.close(); status.textContent = JSON.parse(e.data).message; });
+  es.onerror = () => { es.close(); status.textContent = "The connection to the server closed."; };
+}
+
+document.addEventListener("DOMContentLoaded", () => { setupIndex(); setupSteer(); });

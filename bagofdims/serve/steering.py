@@ -1,0 +1,229 @@
+"""Live steering for the browser: validated requests, streamed side-by-side generations.
+
+A request runs in one worker thread that holds the model's lock for the whole job, so one
+generation runs at a time per model (a sign flip changes every forward pass of the model, so two
+jobs at once would steer each other). The worker generates greedily, in turn: the baseline, the
+feature's flip, and the control's flip when one is asked for, each through a
+:class:`transformers.TextIteratorStreamer` whose text goes into one event queue the page reads as
+server-sent events. The flip is entered in the worker thread that calls ``generate``, so it needs
+no ``any_thread``. After each continuation its perplexity under the unsteered model is computed,
+which shows where a strength starts to break the text.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from bagofdims.errors import BagOfDimsError, InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+
+MODES = ("away", "toward", "set")
+POSITIONS = ("all", "last")
+CONTROLS = ("none", "random", "disjoint", "concept")
+MAX_PROMPT_CHARS = 1000
+MAX_NEW_TOKENS = 64
+MAX_STRENGTH = 100.0
+
+
+@dataclass
+class SteerRequest:
+    """A checked steering job."""
+
+    features: list  # Feature objects to flip
+    prompt: str
+    mode: str = "away"
+    strength: float = 1.0
+    positions: str = "all"
+    control: str = "none"
+    other: object = None  # the other concept's Feature when control == "concept"
+    tokens: int = 24
+    form: dict = field(default_factory=dict)  # the raw form, to refill the page
+
+
+def parse_request(cat, form: dict) -> SteerRequest:
+    """A :class:`SteerRequest` from form fields (strings); raise InvalidArgument / NotFound with a
+    message for the page."""
+    from bagofdims.steering.effects import concept_prompts
+
+    names = [n.strip() for n in str(form.get("feature", "")).split(",") if n.strip()]
+    if not names:
+        raise InvalidArgument("Choose a feature: type a category name of the catalog (several: "
+                              "separate them with commas).")
+    site = str(form.get("site") or "") or None
+    if site is not None and site not in cat.sites:
+        raise NotFound(f"Site '{site}' is not in this catalog; pick one of {', '.join(cat.sites)}.")
+    features = [_feature(cat, n, site) for n in names]
+    mode = str(form.get("mode", "away"))
+    if mode not in MODES:
+        raise InvalidArgument(f"Mode '{mode}' is not one of {', '.join(MODES)}.")
+    positions = str(form.get("positions", "all"))
+    if positions not in POSITIONS:
+        raise InvalidArgument(f"Positions '{positions}' is not one of {', '.join(POSITIONS)}.")
+    strength = _number(form.get("strength", "1.0"), "Strength")
+    if not 0 <= strength <= MAX_STRENGTH:
+        raise InvalidArgument(f"Strength must be a finite number from 0 to {MAX_STRENGTH:g} "
+                              f"(1 is a pure sign flip), not {strength:g}.")
+    tokens = _number(form.get("tokens", "24"), "New tokens")
+    if tokens != int(tokens) or not 1 <= tokens <= MAX_NEW_TOKENS:
+        raise InvalidArgument(f"New tokens must be a whole number from 1 to {MAX_NEW_TOKENS}.")
+    control = str(form.get("control", "none"))
+    if control not in CONTROLS:
+        raise InvalidArgument(f"Control '{control}' is not one of {', '.join(CONTROLS)}.")
+    other = None
+    if control == "concept":
+        name = str(form.get("other", "")).strip()
+        if not name:
+            raise InvalidArgument("The 'another concept' control needs a concept name in the box "
+                                  "beside it.")
+        other = _feature(cat, name, features[0].site)
+    prompt = str(form.get("prompt", ""))
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidArgument(f"The prompt has {len(prompt)} characters; the limit is "
+                              f"{MAX_PROMPT_CHARS}. Shorten it.")
+    if not prompt.strip():
+        try:
+            prompt = concept_prompts(features[0], n=1)[0]
+        except InvalidArgument:
+            raise InvalidArgument(f"'{features[0].name}' has too few anchor words to build a "
+                                  "prompt from; type a prompt.") from None
+    return SteerRequest(features, prompt, mode, strength, positions, control, other, int(tokens),
+                        dict(form))
+
+
+def _feature(cat, name: str, site: str | None):
+    if name not in cat.names:
+        close = [f.name for f in cat.search(name)[:5]]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise NotFound(f"No feature named '{name}' in this catalog.{hint}")
+    return cat.get(name, site)
+
+
+def _number(raw, what: str) -> float:
+    try:
+        v = float(str(raw).strip())
+    except ValueError:
+        raise InvalidArgument(f"{what} must be a number, not '{raw}'.") from None
+    if not math.isfinite(v):
+        raise InvalidArgument(f"{what} must be a finite number, not '{raw}'.")
+    return v
+
+
+def _streamer_class():
+    from transformers import TextIteratorStreamer
+
+    class QueueStreamer(TextIteratorStreamer):
+        """Sends each piece of finished text to the job's event queue, tagged with its column."""
+
+        def __init__(self, tok, side: str, events: queue.Queue):
+            super().__init__(tok, skip_prompt=True, skip_special_tokens=True)
+            self.side, self.events = side, events
+
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                self.events.put(("token", {"side": self.side, "text": text}))
+
+    return QueueStreamer
+
+
+class _Cancelled:
+    """A stopping criterion that ends generation once the page has gone away."""
+
+    def __init__(self, flag: threading.Event):
+        self.flag = flag
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.flag.is_set(), dtype=torch.bool,
+                          device=input_ids.device)
+
+
+@torch.no_grad()
+def perplexity(model, prompt_ids: torch.Tensor, new_ids: torch.Tensor) -> float:
+    """Perplexity of ``new_ids`` after ``prompt_ids`` under ``model`` as it is (no flip)."""
+    if new_ids.numel() == 0:
+        return float("nan")
+    ids = torch.cat([prompt_ids, new_ids])[None]
+    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].float()
+    n = len(prompt_ids)
+    logp = logits[n - 1:-1].log_softmax(-1).gather(-1, new_ids[:, None])[:, 0]
+    return float((-logp.mean()).exp())
+
+
+def run_job(model, tok, req: SteerRequest, lock: threading.Lock, events: queue.Queue,
+            cancel: threading.Event) -> None:
+    """The worker: put ``(event, data)`` tuples in ``events``; always ends with done or fail."""
+    from transformers import StoppingCriteriaList
+
+    from bagofdims.steering.effects import concept_tokens, require_lm
+    from bagofdims.steering.interventions import sign_flip
+
+    try:
+        if not lock.acquire(blocking=False):
+            events.put(("status", {"message": "Waiting for the generation before this one…"}))
+            lock.acquire()
+        try:
+            if cancel.is_set():
+                return
+            require_lm(model)
+            events.put(("status", {"message": "Generating…"}))
+            events.put(("prompt", {"prompt": req.prompt}))
+            device = next(model.parameters()).device
+            enc = tok([req.prompt], return_tensors="pt").to(device)
+            prompt_ids = enc["input_ids"][0]
+            limit = getattr(model.config, "max_position_embeddings", None)
+            if limit and len(prompt_ids) + req.tokens > limit:
+                raise InvalidArgument(f"The prompt ({len(prompt_ids)} tokens) plus {req.tokens} new "
+                                      f"tokens exceeds the model's {limit} positions; shorten it.")
+            concept = torch.cat([concept_tokens(f) for f in req.features]).unique()
+            streamer = _streamer_class()
+            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            stop = StoppingCriteriaList([_Cancelled(cancel)])
+            runs = [("baseline", None), ("steered", req.features)]
+            if req.control in ("random", "disjoint"):
+                runs.append(("control", req.control))
+            elif req.control == "concept":
+                runs.append(("control", req.other))
+            for side, what in runs:
+                if cancel.is_set():
+                    return
+                flip = None
+                if what is not None:
+                    kw = dict(mode=req.mode, strength=req.strength, positions=req.positions)
+                    flip = (sign_flip(model, req.features, control=what, **kw) if side == "control"
+                            else sign_flip(model, what, **kw))
+                with flip if flip is not None else _nothing():
+                    out = model.generate(**enc, max_new_tokens=req.tokens, do_sample=False,
+                                         pad_token_id=pad, streamer=streamer(tok, side, events),
+                                         stopping_criteria=stop, return_dict_in_generate=True,
+                                         output_logits=True)
+                # the first step's logits are the prompt's next-token distribution under this
+                # side's flip: the concept's mass costs no extra forward pass
+                probs = out.logits[0][0].float().softmax(-1)
+                events.put(("mass", {"side": side, "mass": float(probs[concept.to(probs.device)].sum())}))
+                new = out.sequences[0, len(prompt_ids):]
+                events.put(("ppl", {"side": side, "ppl": perplexity(model, prompt_ids, new)}))
+                events.put(("end", {"side": side, "n_tokens": len(new),
+                                    "text": tok.decode(new, skip_special_tokens=True)}))
+            events.put(("done", {"message": "Done: greedy continuations, baseline first."}))
+        finally:
+            lock.release()
+    except BagOfDimsError as err:
+        events.put(("fail", {"message": str(err)}))
+    except Exception:  # a bug: logged with its traceback here, one line on the page
+        log.exception("steering job failed")
+        events.put(("fail", {"message": "Generation failed inside the server (see its log); "
+                                        "try other settings."}))
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
