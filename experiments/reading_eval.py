@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import torch
 
-from bagofdims.signs import bits, hamming
-
-from bagofdims import readers
-
-from bagofdims import stats
+from bagofdims import readers, stats
 from bagofdims.capture import Capture, no_cache_kwargs
-from bagofdims.inputs import TextStart, resolve_prefix
-from bagofdims.sites import resolve
 from bagofdims.errors import InvalidArgument
+from bagofdims.inputs import TextStart, resolve_prefix
+from bagofdims.signs import bits
+from bagofdims.sites import resolve
 
 __all__ = [
     "collect_states",
@@ -285,7 +282,7 @@ def e2_hamming(
         refs["unembed"] = readers.unembedding_signs(model)
         if emb.data_ptr() != head.weight.data_ptr():
             refs["embed"] = bits.pack_signs(emb.detach())
-    vocab = int(max(head.weight.shape[0] if head is not None else 0, int(cache.meta["vocab_size"])))
+    vocab = int(max(head.weight.shape[0] if head is not None else 0, int(cache.meta.vocab_size)))
     cache_rows = _row_map(cache.token_ids, vocab)
     ident = _row_map(torch.arange(vocab), vocab)
 

@@ -1,5 +1,5 @@
-"""Closed word lists and word filters for ``make_categories.py`` (numbers, countries, languages,
-elements, states and provinces, cities, census names, CSS colours).
+"""Closed word lists and word filters for :mod:`experiments.category_lists` (numbers, countries,
+languages, elements, states and provinces, cities, census names, CSS colours).
 
 Used only by the generator; the runtime reads the generated JSON.
 """

@@ -1,4 +1,4 @@
-"""Just enough of a WordNet 3.0 reader for scripts/make_categories.py: synsets from the
+"""Just enough of a WordNet 3.0 reader for :mod:`experiments.category_lists`: synsets from the
 ``data.*`` files, hyponym / instance trees, sense order and tag counts from ``index.sense``."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ import collections
 import os
 import re
 from dataclasses import dataclass, field
+
+from bagofdims.errors import NotFound
 
 
 @dataclass
@@ -78,7 +80,8 @@ class WordNet:
         for n, off, _ in self.senses[(lemma.lower(), pos)]:
             if n == int(num):
                 return self.syn[(pos, off)]
-        raise KeyError(name)
+        raise NotFound(f"WordNet has no synset {name!r}; check the name (lemma.pos.NN) against "
+                       "index.sense.")
 
     def name(self, s: Synset) -> str:
         lemma = s.words[0].lower()

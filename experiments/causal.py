@@ -1,0 +1,144 @@
+"""The causal report of one model: E5 (do category features survive into the keys and values?),
+E6 (do FFN down-projection columns write them?) and E7 (sign flips, in
+:mod:`experiments.sign_flips`); ``causal.md``, ``causal.json`` and four plots.
+
+    python scripts/reproduce_causal.py --model smollm2 [--layer-step 3] [--concepts 12]
+
+The sign cache (sites ``embed``, ``resid.*``, ``k.*``, ``v.*``) is read from ``--cache`` (default
+``<runs>/<model>/causal_cache``) or built there first (resumable); with ``--background N`` only
+the category tokens plus N random vocabulary tokens are cached (for large vocabularies).
+Layers are every ``--layer-step``-th block (always including the last), which keeps the run to
+a few minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import tyro
+
+import bagofdims as bd
+from bagofdims.categories import load_categories, map_categories
+from bagofdims.sites import find_blocks
+from bagofdims.steering.tracing import kv_survival, random_init_copy, writer_controls
+from experiments.causal_report import markdown, plots
+from experiments.report import command, write_report
+from experiments.runs import RunConfig, entry, load_or_build_cache
+from experiments.sign_flips import run_e7
+
+__all__ = ["CausalConfig", "layer_grid", "main", "run", "run_e6"]
+
+SCRIPT = "scripts/reproduce_causal.py"
+CACHE_SITES = ("embed", "resid.*", "k.*", "v.*")
+
+
+@dataclass
+class CausalConfig(RunConfig):
+    """Reproduce E5 (K/V survival), E6 (FFN writers) and E7 (sign flips) on a real model."""
+
+    cache: str | None = None
+    """sign cache folder (default: <runs>/<model>/causal_cache)"""
+    layer_step: int = 3
+    """E6/E7 use every layer_step-th block (and the last)"""
+    e5_step: int = 6
+    """layer step of E5 (its slowest part)"""
+    concepts: int = 12
+    """concepts flipped in E7"""
+    prompts: int = 3
+    """prompts per concept"""
+    top_n: int = 200
+    """coalition size (E6)"""
+    background: int = 0
+    """cache only the category tokens + this many random ones (0: the whole vocabulary)"""
+    threads: int = 1
+    seed: int = 0
+
+
+def layer_grid(n_layers: int, step: int) -> list[int]:
+    """Every ``step``-th block counted from ``step - 1``, and always the last one."""
+    return sorted(set(range(step - 1, n_layers, step)) | {n_layers - 1})
+
+
+def _cache_tokens(model, tok, background: int):
+    """``None`` (the whole vocabulary), or the default categories' tokens + ``background``
+    random ones (seeded)."""
+    if not background:
+        return None
+    mapped, _ = map_categories(load_categories("default"), tok)
+    ids = {i for c in mapped for i in (*c.anchors, *c.held_out)}
+    g = torch.Generator().manual_seed(0)
+    n_vocab = min(len(tok), model.get_input_embeddings().weight.shape[0])
+    ids |= set(torch.randperm(n_vocab, generator=g)[:background].tolist())
+    return torch.tensor(sorted(ids))
+
+
+def run_e6(model, cat, layers, top_n: int, seed: int) -> dict:
+    """FFN writer summaries per layer and polarity: the model, a Gaussian matrix, and a
+    randomly initialised copy of the model."""
+    rnd = random_init_copy(model, seed)
+    out = {}
+    for L in layers:
+        feats = cat.at(f"resid.{L}")
+        row = {}
+        for pol in ("positive", "both"):
+            res = writer_controls(model, feats, L, threshold=0.7, top_n=top_n, polarity=pol,
+                                  seed=seed, random_model=rnd)
+            row[pol] = {k: v.summary() for k, v in res.items()}
+        out[f"resid.{L}"] = row
+    return out
+
+
+def run(cfg: CausalConfig, argv=None) -> dict:
+    """Compute the report's numbers (the content of ``causal.json``)."""
+    torch.set_num_threads(cfg.threads)
+    t_start = time.time()
+    model, tok = bd.load_model(cfg.model)
+    cache_path = Path(cfg.cache) if cfg.cache else cfg.run_dir / "causal_cache"
+    cache = load_or_build_cache(model, tok, cache_path, CACHE_SITES,
+                                tokens=_cache_tokens(model, tok, cfg.background))
+    n_layers = len(find_blocks(model)[1])
+    layers = layer_grid(n_layers, cfg.layer_step)
+    print(f"{cfg.model}: {len(cache)} cached tokens, layers {layers}", flush=True)
+
+    t0 = time.time()
+    e5_layers = layer_grid(n_layers, cfg.e5_step)
+    e5 = kv_survival(cache, layers=e5_layers, tokenizer=tok, thresholds=(0.75, 0.9))
+    e5.pop("catalog")
+    e5["layers"] = e5_layers
+    # resid features at the E6/E7 layers (one catalog, every category)
+    cat = bd.Catalog.build(cache, sites=[f"resid.{L}" for L in layers], tokenizer=tok,
+                           progress=False)
+    print(f"E5 done ({time.time() - t0:.0f}s): {len(cat.names)} categories", flush=True)
+    t0 = time.time()
+    e6 = run_e6(model, cat, layers, cfg.top_n, cfg.seed)
+    print(f"E6 done ({time.time() - t0:.0f}s)", flush=True)
+    t0 = time.time()
+    with torch.no_grad():
+        e7 = run_e7(model, tok, cat, layers, cfg.concepts, cfg.prompts, cfg.seed)
+    print(f"E7 done ({time.time() - t0:.0f}s)", flush=True)
+    return {
+        "model": cfg.model, "cache": str(cache_path), "n_cached_tokens": len(cache),
+        "full_vocab": bool(cache.meta.full_vocab), "layers": layers,
+        "n_layers": n_layers, "seed": cfg.seed, "threads": cfg.threads,
+        "command": command(SCRIPT, argv),
+        "e5": e5, "e6": e6, "e7": e7, "seconds": round(time.time() - t_start, 1),
+    }
+
+
+def main(argv=None) -> dict:
+    """Parse the flags, run, write the report; returns the result."""
+    cfg = tyro.cli(CausalConfig, args=argv)
+    out = cfg.out_dir  # checked before the long run
+    res = run(cfg, argv)
+    files = plots(res, out)
+    md = write_report(out, "causal", res, markdown(res, files))
+    print(f"wrote {md} (+ causal.json, causal_*.png) in {res['seconds']} s")
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit(entry(main))
