@@ -30,6 +30,10 @@ class OutOfRange(BagOfDimsError, IndexError):
     """An index (token id, dim, position) lies outside what exists."""
 
 
+class NothingFound(BagOfDimsError, ValueError):
+    """A search ran correctly and found nothing to return (a result, not a bad argument)."""
+
+
 class MissingFile(BagOfDimsError, FileNotFoundError):
     """A file or directory that should exist does not."""
 

@@ -18,7 +18,7 @@ import torch
 from bagofdims.catalog import Catalog
 from bagofdims.features.discovery import (DiscoveryConfig, dim_auc, discover_rows,
                                           discover_unsupervised, positive_rates)
-from bagofdims.errors import InvalidArgument
+from bagofdims.errors import NothingFound
 from bagofdims.features.evaluation import evaluate_prototypes, random_anchor_null
 from bagofdims.signs import bits
 from experiments.report import summary
@@ -96,9 +96,7 @@ def e8_unsupervised(cache, sites, n_seeds: int = 1500, tokenizer=None, tau: floa
         try:
             res = discover_unsupervised(cache, site, n_seeds=n_seeds, method="tau", tau=tau,
                                         tokenizer=tokenizer)
-        except InvalidArgument as err:
-            if "share a dim" not in str(err):  # a bad argument, not an empty site
-                raise
+        except NothingFound:
             out[site] = {"n_seeds": n_seeds, "yield": 0.0, "sparsity": 1.0, "dims_mean": 0.0,
                          "dims_median": 0.0, "tau": tau, "n_features": 0, "n_dropped": n_seeds,
                          "examples": []}

@@ -35,7 +35,7 @@ import torch
 from bagofdims.checks import as_indices
 from bagofdims.signs import bits, hamming
 from bagofdims.features.feature import Feature
-from bagofdims.errors import InvalidArgument, InvalidType, OutOfRange
+from bagofdims.errors import InvalidArgument, InvalidType, NothingFound, OutOfRange
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ def discover_unsupervised(cache, site: str, n_seeds: int = 1500, n_neighbors: in
     n_dims = torch.tensor([len(f[0]) for f in found], dtype=torch.int64)
     kept = torch.nonzero(n_dims > 0).flatten()
     if len(kept) == 0:
-        raise InvalidArgument(
+        raise NothingFound(
             f"None of the {n_seeds} seeds' {n_neighbors} neighbours at {site} share a dim with "
             f"AUC >= {tau}: no feature to return; lower tau, use method='topk', or try another site.")
     labels = _token_text(tokenizer, seed_ids[kept])
