@@ -21,9 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from bagofdims.signs import bits
-from bagofdims.features.evaluation import evaluate_prototypes
+from bagofdims.features.evidence import EvidenceConfig, evaluate_site
 from bagofdims.features.feature import Feature
-from bagofdims.features.discovery import DiscoveryConfig, discover_rows, positive_rates
+from bagofdims.features.discovery import DiscoveryConfig
 from bagofdims.inputs import TextStart
 from bagofdims.categories import load_categories, map_categories
 from bagofdims.signs.cache import SignCache
@@ -58,14 +58,18 @@ class Catalog:
     @classmethod
     def build(cls, cache, categories="default", sites=("resid.*",), tokenizer=None,
               config: DiscoveryConfig | None = None, n_anchors: int = 50, n_min_held_out: int = 10,
-              seed: int = 0, progress: bool = True, forms: str = "initial") -> Catalog:
+              seed: int = 0, progress: bool = True, forms: str = "initial",
+              evidence: EvidenceConfig | None = EvidenceConfig()) -> Catalog:
         """Discover one feature per usable category at every matching site of ``cache``.
 
         ``categories``: a shipped set name, a JSON path, or a dict ``name -> words``. Members are
         mapped to single tokens of the model's tokenizer (``forms``: ``"initial"`` = the token
         after a space, ``"both"`` = with or without it, ``"bare"``; see
         :func:`bagofdims.categories.single_token_forms`); categories with too few are reported
-        in ``meta.skipped`` (and logged), never dropped silently. ``tokenizer``: the model's
+        in ``meta.skipped`` (and logged), never dropped silently. ``evidence``: each feature's
+        metrics also get a bootstrap interval of its held-out AUC, the random-token and
+        random-listed-word null references and p-values against them
+        (:mod:`bagofdims.features.evidence`); ``None`` skips them. ``tokenizer``: the model's
         tokenizer (``bagofdims.models.load_tokenizer(cache.model_name)``); the catalog never loads
         one itself.
         """
@@ -104,22 +108,21 @@ class Catalog:
         held_rows = [cache.rows(m.held_out) for m in mapped]
         features: list[Feature] = []
         for site in tqdm(site_list, desc="catalog", unit="site", disable=not progress):
-            packed, d = cache.packed(site), cache.width(site)
-            found = discover_rows(packed, d, anchor_rows, config, positive_rates(packed, d))
-            ev = evaluate_prototypes(packed, d, [(f[0], f[1]) for f in found], anchor_rows, held_rows)
-            for c, (m, (dims, signs, auc, params)) in enumerate(zip(mapped, found)):
-                metrics = {k: float(v[c]) for k, v in ev.items() if k != "threshold"}
-                metrics["mean_dim_auc"] = float(auc.mean()) if len(auc) else float("nan")
+            d = cache.width(site)
+            for m, (found, metrics, threshold) in zip(mapped, evaluate_site(
+                    cache.packed(site), d, anchor_rows, held_rows, config, evidence)):
+                dims, signs, auc, params = found
                 features.append(Feature(
                     name=m.name, site=site, dims=dims, signs=signs, dim_auc=auc,
                     anchors=m.anchors, anchor_words=m.anchor_words, held_out=m.held_out,
                     held_out_words=m.held_out_words, method=config.method, params=params,
-                    threshold=float(ev["threshold"][c]), metrics=metrics, width=d))
+                    threshold=threshold, metrics=metrics, width=d))
         meta = CatalogMeta(
             model=cache.model_name, weights=cache.meta.weights, tokenizer=cache.meta.tokenizer,
             sites=site_list, config=asdict(config),
             categories=categories if isinstance(categories, str) else "custom",
             n_anchors=n_anchors, forms=forms, skipped=dict(skipped), bos_id=cache.meta.bos_id,
+            evidence=evidence.to_dict() if evidence is not None else {},
             cache=str(cache.path.resolve()) if cache.path else None)
         return cls(features, meta, cache=cache, tokenizer=tokenizer)
 

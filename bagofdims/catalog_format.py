@@ -47,13 +47,14 @@ class CatalogMeta:
     bos_id: int | None = None  # start token the cache read before each token
     cache: str | None = None  # absolute path of the cache at build time
     cache_relative: str | None = None  # the same, relative to the catalog directory
+    evidence: dict = field(default_factory=dict)  # EvidenceConfig used ({}: none computed)
     format_version: int = FORMAT_VERSION
 
 
 _META_TYPES = {"model": str, "weights": str, "tokenizer": str, "sites": list, "config": dict,
                "categories": str, "n_anchors": int, "forms": str, "skipped": dict,
                "bos_id": (int, type(None)), "cache": (str, type(None)),
-               "cache_relative": (str, type(None)), "format_version": int}
+               "cache_relative": (str, type(None)), "evidence": dict, "format_version": int}
 
 
 def _digest(obj) -> str:

@@ -82,10 +82,16 @@ def catalog(cfg: CatalogConfig) -> None:
     cat, out = _build(cfg)
     print(f"{cat!r} -> {out}")
     for site in cat.sites:
-        aucs = [f.metrics["held_out_auc"] for f in cat.at(site)]
-        hard = [f.metrics["hard_auc"] for f in cat.at(site)]
-        print(f"  {site:10s} median held-out AUC {statistics.median(aucs):.3f}   "
-              f"vs other categories {statistics.median(hard):.3f}")
+        feats = cat.at(site)
+        aucs = [f.metrics["held_out_auc"] for f in feats]
+        hard = [f.metrics["hard_auc"] for f in feats]
+        line = (f"  {site:10s} median held-out AUC {statistics.median(aucs):.3f}   "
+                f"vs other categories {statistics.median(hard):.3f}")
+        if "null_listed_auc" in feats[0].metrics:
+            above = sum(f.metrics["p_listed"] < 0.05 for f in feats)
+            line += (f"   random listed words {feats[0].metrics['null_listed_auc']:.3f}   "
+                     f"above it (p < 0.05) {above}/{len(feats)}")
+        print(line)
 
 
 @dataclass
@@ -153,6 +159,11 @@ def query(cfg: QueryConfig) -> None:
     print(f"  held-out AUC {m.get('held_out_auc', nan):.3f}   vs other categories "
           f"{m.get('hard_auc', nan):.3f}   mean per-dim AUC {m.get('mean_dim_auc', nan):.3f}   "
           f"fires at >= {f.threshold:.3f}")
+    if "held_out_auc_lo" in m:
+        print(f"  {cat.meta.evidence.get('level', 0.95):.0%} CI (held-out members) "
+              f"[{m['held_out_auc_lo']:.3f}, {m['held_out_auc_hi']:.3f}]   null medians: random "
+              f"tokens {m['null_token_auc']:.3f}, random listed words {m['null_listed_auc']:.3f} "
+              f"(p = {m['p_listed']:.3f})")
     dims = ", ".join(f"{int(d)}{'+' if s > 0 else '-'}" for d, s in zip(f.dims[:16], f.signs[:16]))
     print(f"  dims   {dims}{' ...' if len(f) > 16 else ''}")
     print(f"  anchors  {' '.join(w.strip() for w in f.anchor_words[:12])} ...")

@@ -157,3 +157,11 @@ def test_catalog_minimum_members_is_a_flag_with_a_clear_error(built, categories_
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "12 anchors + 40 held-out" in err and "--n-min-held-out" in err
     assert cli(*args, "--n-min-held-out", "5")[0] == 0
+
+
+def test_query_and_catalog_show_the_evidence(built, categories_file, tmp_path, cli):
+    code, text, _ = cli("query", built[1], "low")
+    assert code == 0 and "CI (held-out members)" in text and "random listed words" in text
+    code, text, _ = cli("catalog", "--cache", built[0], "--categories", categories_file,
+                        "--n-anchors", "12", "--out", tmp_path / "cat")
+    assert code == 0 and "above it (p < 0.05)" in text
