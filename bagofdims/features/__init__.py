@@ -1,0 +1,1 @@
+"""Features: the Feature dataclass, discovery from anchors or seeds, evaluation and evidence."""

@@ -1,0 +1,1 @@
+"""Steering: sign-flip interventions in the live forward pass, their effects, and tracing."""
