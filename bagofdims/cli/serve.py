@@ -31,7 +31,7 @@ class ServeConfig:
     contexts: bool = True
     """With --model: compute the top activating contexts once if they are missing (stored in the catalog)."""
     corpus: str = "wiki"
-    """Text for the contexts: wiki or bbc (packaged), or a file with one text per line."""
+    """Text for the contexts: wiki or bbc (packaged); hf:NAME[:CONFIG][@SPLIT][#COLUMN] (a datasets dataset, streamed); a save_to_disk folder or a .parquet/.jsonl/.csv file (@SPLIT, #COLUMN optional); or a file with one text per line."""
     n_docs: int = 200
     """Documents of the corpus to read for the contexts."""
     max_tokens: int = 128
@@ -55,7 +55,7 @@ class ExportConfig:
     model: Annotated[Optional[str], flag("none: use contexts already computed", "MODEL")] = None
     """The catalog's model, to compute the top activating contexts first if they are missing."""
     corpus: str = "wiki"
-    """Text for the contexts: wiki or bbc (packaged), or a file with one text per line."""
+    """Text for the contexts: wiki or bbc (packaged); hf:NAME[:CONFIG][@SPLIT][#COLUMN] (a datasets dataset, streamed); a save_to_disk folder or a .parquet/.jsonl/.csv file (@SPLIT, #COLUMN optional); or a file with one text per line."""
     n_docs: int = 200
     """Documents of the corpus to read for the contexts."""
     max_tokens: int = 128
@@ -71,11 +71,13 @@ def prepare(cfg, compute: bool = True):
     for, and the contexts (computed when missing and a model is given)."""
     from bagofdims.catalog import Catalog
     from bagofdims.models import load_model, load_tokenizer
-    from bagofdims.serve import CatalogViews, compute_contexts, corpus_texts, load_contexts
+    from bagofdims.serve import CatalogViews, compute_contexts, load_contexts, parse_corpus
+    from bagofdims.serve.contexts import stored_settings
 
     check_positive("--n-docs", cfg.n_docs)
     check_positive("--max-tokens", cfg.max_tokens)
     device = check_device(cfg.device)
+    corpus = parse_corpus(cfg.corpus)  # a bad --corpus is refused before the model loads
     cat = Catalog.load(cfg.catalog)
     model = tok = None
     if cfg.model is not None:
@@ -86,9 +88,14 @@ def prepare(cfg, compute: bool = True):
         cat.tokenizer = load_tokenizer(cat.model_name)
     contexts = load_contexts(cat.path)
     if contexts is None and model is not None and compute:
-        texts = corpus_texts(cfg.corpus, cfg.n_docs)
-        contexts = compute_contexts(cat, model, tok, texts, max_tokens=cfg.max_tokens)
-    return CatalogViews(cat, contexts, cfg.reports), model, tok
+        texts = corpus.texts(cfg.n_docs)
+        contexts = compute_contexts(cat, model, tok, texts, max_tokens=cfg.max_tokens,
+                                    source=corpus.key)
+    source = (stored_settings(cat.path) or {}).get("source") if contexts is not None else None
+    if source is not None and source != corpus.key:
+        print(f"note: the stored top activating contexts come from {source}; delete "
+              f"{cat.path / 'contexts.json'} to recompute them from {corpus.key}.")
+    return CatalogViews(cat, contexts, cfg.reports, contexts_source=source), model, tok
 
 
 def serve(cfg: ServeConfig) -> None:

@@ -1,7 +1,8 @@
 """Top activating contexts: where in real text each catalog feature's score is highest.
 
 Computed once per catalog by running the model over a corpus (the packaged Wikipedia summaries
-by default, or a file with one text per line) and stored beside the catalog as
+by default; any ``datasets`` text dataset or a file otherwise, see
+:mod:`bagofdims.serve.corpus`) and stored beside the catalog as
 ``contexts.json`` inside its directory. Per feature it keeps the ``top`` best positions, one per
 document, each with a few tokens around it. Each text follows the catalog's start token, as the
 cache's tokens did, and that start token is never a candidate.
@@ -38,26 +39,11 @@ class ContextSettings:
     catalog: str  # sha256 of the catalog's catalog.json
     corpus: str  # sha256 of the texts
     n_docs: int
+    source: str = "texts"  # the corpus as named (Corpus.key): another name is another corpus
     max_tokens: int = 128
     top: int = 5
     left: int = 12  # tokens shown before the position
     right: int = 4  # and after
-
-
-def corpus_texts(corpus: str = "wiki", n_docs: int = 200) -> list[str]:
-    """``"wiki"`` / ``"bbc"`` (packaged text) or a path to a file of one text per line."""
-    from bagofdims.text import SOURCES, english_documents
-
-    if corpus in SOURCES:
-        return english_documents(corpus, n=None, min_chars=200)[:n_docs]
-    path = Path(corpus)
-    if not path.is_file():
-        raise InvalidArgument(f"--corpus {corpus!r} is neither {', '.join(SOURCES)} nor a file; pass "
-                              "a text file with one document per line.")
-    texts = [t.strip() for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
-    if not texts:
-        raise InvalidArgument(f"{path} holds no text; put one document per line.")
-    return texts[:n_docs]
 
 
 def _sha(obj) -> str:
@@ -97,9 +83,18 @@ def load_contexts(catalog_dir) -> dict | None:
     return body["contexts"]
 
 
+def stored_settings(catalog_dir) -> dict | None:
+    """The settings the stored contexts were computed with (None: none stored)."""
+    path = Path(catalog_dir) / FILE
+    return _read(path)["settings"] if path.exists() else None
+
+
 def compute_contexts(cat, model, tok, texts: list[str], max_tokens: int = 128, top: int = 5,
-                     batch_size: int = 8, progress: bool = True) -> dict:
-    """Compute (or resume) the contexts of ``cat`` (saved at ``cat.path``) and return them."""
+                     batch_size: int = 8, progress: bool = True, source: str = "texts") -> dict:
+    """Compute (or resume) the contexts of ``cat`` (saved at ``cat.path``) and return them.
+
+    ``source`` names the corpus (``Corpus.key``); it is part of the settings a resume must match.
+    """
     from bagofdims.capture import Capture
     from bagofdims.inputs import TextStart
     from bagofdims.signs import bits
@@ -107,7 +102,8 @@ def compute_contexts(cat, model, tok, texts: list[str], max_tokens: int = 128, t
     if cat.path is None:
         raise InvalidArgument("Save the catalog first: contexts are stored beside it.")
     cat.check_model(model)
-    settings = ContextSettings(catalog_digest(cat.path), _sha(texts), len(texts), max_tokens, top)
+    settings = ContextSettings(catalog_digest(cat.path), _sha(texts), len(texts), str(source),
+                               max_tokens, top)
     final, partial = cat.path / FILE, cat.path / PARTIAL
     if final.exists():
         done = load_contexts(cat.path)

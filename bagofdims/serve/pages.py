@@ -13,6 +13,8 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from bagofdims.serve.charts import layer_chart, score_bar
+from bagofdims.serve.steering import SWEEP_TOKENS
+from bagofdims.steering.effects import DEGRADE_FACTOR, MAX_SWEEP, SWEEP_STRENGTHS
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -111,7 +113,11 @@ class Pages:
         ctx.setdefault("form", {})
         ctx.setdefault("error", None)
         ctx.setdefault("stream", None)
-        return self._render("steer.html", links, "Steer", names=self.views.cat.names, **ctx)
+        ctx.setdefault("sweep", None)
+        return self._render("steer.html", links, "Steer", names=self.views.cat.names,
+                            default_strengths=", ".join(f"{s:g}" for s in SWEEP_STRENGTHS),
+                            max_sweep=MAX_SWEEP, sweep_tokens=SWEEP_TOKENS,
+                            factor=DEGRADE_FACTOR, **ctx)
 
     def error(self, links: Links, message: str, status: int) -> str:
         return self._render("error.html", links, "Error", message=message, status=status)

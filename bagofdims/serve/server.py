@@ -1,7 +1,8 @@
 """The live browser: a Starlette app over one catalog (and optionally its model).
 
 Pages render synchronously in Starlette's thread pool (Jinja and the memoised views are
-thread-safe), so many page requests are served at once while a steering job streams. Every error
+thread-safe), so many page requests are served at once while a steering job or a strength sweep
+streams (both through one worker-thread-to-SSE path, under the model's lock). Every error
 a user can cause becomes a page with a one-line message and status 400/404; anything else is
 logged with its traceback and shown as a one-line 500 page, never a stack trace.
 """
@@ -23,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from bagofdims.errors import BagOfDimsError, InvalidArgument, NotFound, OutOfRange
 from bagofdims.serve.pages import STATIC, Links, Pages
-from bagofdims.serve.steering import MAX_PROMPT_CHARS, parse_request, run_job
+from bagofdims.serve.steering import MAX_PROMPT_CHARS, parse_request, run_job, run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +83,31 @@ def create_app(views, model=None, tokenizer=None) -> Starlette:
         status = 200
         if form and model is not None:
             try:
-                parse_request(cat, form)
-                ctx["stream"] = "/steer/stream?" + str(request.query_params)
+                req = parse_request(cat, form)
+                path = "/steer/sweep?" if req.action == "sweep" else "/steer/stream?"
+                ctx["sweep" if req.action == "sweep" else "stream"] = path + str(request.query_params)
             except BagOfDimsError as err:
                 ctx["error"], status = str(err), 400
         return HTMLResponse(pages.steer(LIVE, **ctx), status_code=status)
 
     async def stream(request: Request):
+        return job_stream(request, run_job)
+
+    async def sweep(request: Request):
+        return job_stream(request, run_sweep, action="sweep")
+
+    def job_stream(request: Request, target, action: str = "generate") -> StreamingResponse:
+        """Run ``target`` in a worker thread and send its events to the page as they come."""
         if model is None:
             return _sse_once("fail", {"message": "This server has no model; restart it with --model."})
         try:
-            req = parse_request(cat, dict(request.query_params))
+            req = parse_request(cat, {**request.query_params, "action": action})
         except BagOfDimsError as err:
             return _sse_once("fail", {"message": str(err)})
         events: queue.Queue = queue.Queue()
         cancel = threading.Event()
-        worker = threading.Thread(target=run_job, args=(model, tokenizer, req, model_lock, events,
-                                                        cancel), daemon=True, name="steer")
+        worker = threading.Thread(target=target, args=(model, tokenizer, req, model_lock, events,
+                                                       cancel), daemon=True, name=action)
         worker.start()
 
         async def body():  # async, so a closed page cancels it at once (and stops the job)
@@ -134,6 +143,7 @@ def create_app(views, model=None, tokenizer=None) -> Starlette:
     routes = [
         Route("/", index), Route("/feature/{i}", feature), Route("/dim/{site}/{dim}", dim),
         Route("/reader", reader), Route("/steer", steer), Route("/steer/stream", stream),
+        Route("/steer/sweep", sweep),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     if views.reports_dir is not None:

@@ -64,9 +64,11 @@ def agreement(packed: torch.Tensor, dims: torch.Tensor, signs: torch.Tensor) -> 
 class CatalogViews:
     """Page data for one catalog; safe to share across threads (results are memoised)."""
 
-    def __init__(self, cat, contexts: dict | None = None, reports_dir=None):
+    def __init__(self, cat, contexts: dict | None = None, reports_dir=None,
+                 contexts_source: str | None = None):
         self.cat = cat
         self.contexts = contexts or {}
+        self.contexts_source = contexts_source  # the corpus they were read from, when known
         self.reports_dir = Path(reports_dir) if reports_dir is not None else None
         if self.reports_dir is not None and not self.reports_dir.is_dir():
             raise NotFound(f"--reports {reports_dir}: no such directory; pass the folder the "
@@ -127,6 +129,7 @@ class CatalogViews:
                 "dims": [(int(d), int(s)) for d, s in zip(f.dims, f.signs)],
                 "best": self._best[f.name] == f.index, "margin": margin(f),
                 "margin_label": margin_label(f), "contexts": self.contexts.get(str(i)),
+                "contexts_source": self.contexts_source,
                 "nearest": self._nearest(f)}
         page.update(self._vocab_view(f, k))
         return page

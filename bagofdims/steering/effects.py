@@ -12,10 +12,14 @@ apple, banana, cherry,"), and its log. ``flip_effect`` reports, per layer, the c
 
 ``specificity_matrix`` flips each concept in turn and measures every concept's mass on its own
 prompts: a specific feature moves its diagonal entry and leaves the rest.
+
+``strength_sweep`` generates greedily at a list of strengths and scores each continuation's
+perplexity under the unsteered model, which shows the strength at which the text degrades.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from dataclasses import asdict, dataclass, field
@@ -263,3 +267,114 @@ def _diagonal_rank(dl: list[list[float]]) -> float:
     if t.numel() == 0 or any(math.isnan(x) for x in t.flatten().tolist()):
         return float("nan")
     return float((t.argmin(0) == torch.arange(len(t))).float().mean())
+
+
+# -- strength sweep: where steering starts to break the text ---------------------------------------
+SWEEP_STRENGTHS = (0.5, 1.0, 2.0, 4.0, 8.0)
+MAX_SWEEP = 8  # strengths per sweep: each costs one generation
+DEGRADE_FACTOR = 2.0  # perplexity this many times the baseline's counts as degraded text
+
+
+def check_strengths(strengths) -> list[float]:
+    """``strengths`` as ascending floats: 1 to :data:`MAX_SWEEP` distinct finite numbers >= 0."""
+    if isinstance(strengths, (str, bytes)) or not hasattr(strengths, "__iter__"):
+        raise InvalidArgument(f"strengths={strengths!r}: pass a list of numbers, e.g. "
+                              f"{list(SWEEP_STRENGTHS)}.")
+    out = []
+    for s in strengths:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+            raise InvalidArgument(f"Strength {s!r} is not a finite number >= 0; every strength of "
+                                  "a sweep must be one (1 is a pure sign flip).")
+        out.append(float(s))
+    if not 1 <= len(out) <= MAX_SWEEP:
+        raise InvalidArgument(f"A sweep takes 1 to {MAX_SWEEP} strengths, got {len(out)}; "
+                              f"pass fewer, e.g. {list(SWEEP_STRENGTHS)}.")
+    if len(set(out)) != len(out):
+        raise InvalidArgument(f"Strengths {out} repeat a value; give each strength once.")
+    return sorted(out)
+
+
+@torch.no_grad()
+def continuation_perplexity(model, prompt_ids: torch.Tensor, new_ids: torch.Tensor) -> float:
+    """Perplexity of ``new_ids`` after ``prompt_ids`` (1-D) under ``model`` as it is now (call it
+    outside any flip to score under the unsteered model); NaN for an empty continuation."""
+    if new_ids.numel() == 0:
+        return float("nan")
+    ids = torch.cat([prompt_ids, new_ids])[None]
+    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].float()
+    n = len(prompt_ids)
+    logp = logits[n - 1:-1].log_softmax(-1).gather(-1, new_ids[:, None])[:, 0]
+    return float((-logp.mean()).exp())
+
+
+def degrades_at(rows: list[dict], factor: float = DEGRADE_FACTOR) -> float | None:
+    """The first strength of a :func:`strength_sweep` whose perplexity exceeds ``factor`` times
+    the baseline's (None: none does)."""
+    base = rows[0]["ppl"]
+    for r in rows[1:]:
+        if r["ppl"] > factor * base:
+            return r["strength"]
+    return None
+
+
+@torch.no_grad()
+def strength_sweep(model, tok, feature, prompt: str, strengths=SWEEP_STRENGTHS, mode: str = "away",
+                   positions="all", max_new_tokens: int = 16, factor: float = DEGRADE_FACTOR,
+                   on_row=None, cancel=None) -> list[dict]:
+    """Greedy continuations of ``prompt`` unsteered and with ``feature`` flipped at each strength.
+
+    Returns one dict per run, the baseline first (``strength`` None) and then ``strengths`` in
+    ascending order: ``strength``, ``text``, ``n_tokens``, ``ppl`` (perplexity of the
+    continuation under the *unsteered* model, so a steered text that the model finds unlikely
+    scores high), ``ratio`` (``ppl`` over the baseline's), ``degraded`` (``ratio > factor``) and
+    ``mass`` (the concept's next-token mass after the prompt under that run's flip; None when a
+    feature has no anchor or held-out tokens). Note that strength 0 is not "no flip": it zeroes
+    the flipped values (see :func:`~bagofdims.steering.interventions.sign_flip`).
+
+    ``on_row(row)`` is called as each row finishes; once ``cancel`` (a ``threading.Event``) is
+    set, the rows done so far are returned. ``feature`` is a Feature or a list of Features.
+    """
+    require_lm(model)
+    strengths = check_strengths(strengths)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InvalidArgument(f"max_new_tokens={max_new_tokens!r}: pass a whole number >= 1.")
+    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+        raise InvalidArgument(f"factor={factor!r}: pass a finite number > 0 (2: twice the baseline).")
+    feats = [feature] if isinstance(feature, Feature) else list(feature)
+    sign_flip(model, feats, mode=mode, positions=positions)  # checks mode, positions, features
+    device = next(model.parameters()).device
+    enc = tok([prompt], return_tensors="pt").to(device)
+    prompt_ids = enc["input_ids"][0]
+    if len(prompt_ids) == 0:
+        raise InvalidArgument("The prompt has no tokens; type a prompt.")
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and len(prompt_ids) + max_new_tokens > limit:
+        raise InvalidArgument(f"The prompt ({len(prompt_ids)} tokens) plus {max_new_tokens} new "
+                              f"tokens exceeds the model's {limit} positions; shorten it.")
+    try:
+        concept = torch.cat([concept_tokens(f) for f in feats]).unique().to(device)
+    except InvalidArgument:
+        concept = None  # a hand-made feature without tokens: no mass to report
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    rows: list[dict] = []
+    for s in [None, *strengths]:
+        if cancel is not None and cancel.is_set():
+            break
+        flip = sign_flip(model, feats, mode=mode, strength=s, positions=positions) \
+            if s is not None else contextlib.nullcontext()
+        with flip:
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=pad, return_dict_in_generate=True, output_logits=True)
+        new = out.sequences[0, len(prompt_ids):]
+        ppl = continuation_perplexity(model, prompt_ids, new)  # outside the flip: unsteered
+        base = rows[0]["ppl"] if rows else ppl
+        mass = None
+        if concept is not None:  # step 1's logits: the prompt's next token under this run's flip
+            mass = float(out.logits[0][0].float().softmax(-1)[concept].sum())
+        row = {"strength": s, "text": tok.decode(new, skip_special_tokens=True),
+               "n_tokens": len(new), "ppl": ppl, "ratio": ppl / base, "mass": mass}
+        row["degraded"] = s is not None and row["ratio"] > factor
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows

@@ -54,7 +54,7 @@ def check(pg, shots, name: str) -> None:
     assert pg.errors == [], pg.errors
 
 
-def test_click_through_index_feature_dim_reader_steer(live, page, tmp_path):
+def test_click_through_index_feature_dim_reader_steer_sweep(live, page, tmp_path):
     server, _, _ = live
     pg = page
     pg.goto(server.url + "/")
@@ -104,6 +104,21 @@ def test_click_through_index_feature_dim_reader_steer(live, page, tmp_path):
         assert pg.inner_text(f"#ppl-{side}") != "…"
     assert pg.inner_text("#prompt-used") == "w5 w6 w7"
     check(pg, tmp_path, "steer")
+
+    # the same settings, swept over strengths: a table and a chart, rows streamed in
+    pg.fill("#strengths", "0.5, 2, 8")
+    pg.click("button[value=sweep]")
+    pg.wait_for_function("document.getElementById('sweep-status').textContent.startsWith('Done')",
+                         timeout=60000)
+    assert pg.locator("#sweep-table").is_visible()
+    rows = pg.locator("#sweep-table tbody tr")
+    assert rows.count() == 4  # the baseline and three strengths
+    assert rows.nth(0).inner_text().startswith("baseline")
+    assert [rows.nth(i).locator("td").nth(0).inner_text() for i in (1, 2, 3)] == ["0.5", "2", "8"]
+    assert pg.locator("#sweep-chart svg.chart").is_visible()
+    verdict = pg.inner_text("#sweep-verdict")
+    assert verdict.startswith(("Text degrades from strength", "No degradation up to strength 8"))
+    check(pg, tmp_path, "sweep")
 
 
 def test_bad_steering_input_shows_a_message(live, page, tmp_path):

@@ -1,14 +1,15 @@
-"""Top activating contexts (stored, checked, resumable) and the export-html / serve commands."""
+"""Top activating contexts (stored, checked, resumable), their corpora (packaged, ``datasets``,
+files), and the export-html / serve commands."""
 
 import json
 
 import pytest
 
 from bagofdims.catalog import Catalog
-from bagofdims.errors import CatalogError, ResumeError
+from bagofdims.errors import CatalogError, InvalidArgument, MissingFile, ResumeError
 from bagofdims.models import load_model
-from bagofdims.serve import compute_contexts, load_contexts
-from bagofdims.serve.contexts import FILE, PARTIAL
+from bagofdims.serve import compute_contexts, corpus_texts, load_contexts, parse_corpus
+from bagofdims.serve.contexts import FILE, PARTIAL, stored_settings
 
 
 @pytest.fixture
@@ -88,6 +89,143 @@ def test_resume_continues_and_refuses_other_settings(copy, model_dir):
     (copy / FILE).unlink()
     fresh = compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4, progress=False)
     assert resumed == fresh
+
+
+def test_resume_refuses_another_corpus(copy, model_dir):
+    """The same texts named as another corpus are another corpus: the resume is refused."""
+    model, tok = load_model(str(model_dir), device="cpu")
+    cat = Catalog.load(copy, model=model, tokenizer=tok)
+
+    class Stop(Exception):
+        pass
+
+    import bagofdims.serve.contexts as mod
+    real = mod._write
+
+    def once(path, body):
+        real(path, body)
+        raise Stop
+
+    mod._write = once
+    try:
+        with pytest.raises(Stop):
+            compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4, progress=False,
+                             source="a.jsonl#text")
+    finally:
+        mod._write = real
+    assert json.loads((copy / PARTIAL).read_text())["settings"]["source"] == "a.jsonl#text"
+    with pytest.raises(ResumeError, match="other settings"):
+        compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4, progress=False,
+                         source="hf:other")
+    compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4, progress=False,
+                     source="a.jsonl#text")
+    assert stored_settings(copy)["source"] == "a.jsonl#text"
+
+
+# -- corpora ---------------------------------------------------------------------------------
+ROWS = [{"id": i, "text": f"w{i + 3} w{i + 4} w{i + 5}", "title": f"t{i}"} for i in range(12)]
+
+
+@pytest.fixture
+def jsonl(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:5] + [{**ROWS[5], "text": "  "}]
+                            + ROWS[6:]))
+    return path
+
+
+def test_corpus_from_a_jsonl_file(jsonl, tmp_path):
+    texts = corpus_texts(f"{jsonl}#text", 4)
+    assert texts == [r["text"] for r in ROWS[:4]]
+    assert corpus_texts(f"{jsonl}#text", 7)[-1] == ROWS[7]["text"]  # the empty text is skipped
+    with pytest.raises(InvalidArgument, match=r"several string columns \(text, title\).*#COLUMN"):
+        corpus_texts(str(jsonl), 4)
+    with pytest.raises(InvalidArgument, match="'id' is not a string column.*text, title"):
+        corpus_texts(f"{jsonl}#id", 4)
+    with pytest.raises(InvalidArgument, match="'body' is not a column"):
+        corpus_texts(f"{jsonl}#body", 4)
+    one = tmp_path / "one.jsonl"  # a single string column needs no #COLUMN
+    one.write_text("".join(json.dumps({"n": i, "body": f"w{i + 3}"}) + "\n" for i in range(3)))
+    assert corpus_texts(str(one), 10) == ["w3", "w4", "w5"]
+    assert parse_corpus(f"{jsonl}#text").key == f"{jsonl.resolve()}#text"
+    lines = tmp_path / "docs.txt"  # any other file: one text per line
+    lines.write_text("w3 w4\n\n  w5 w6  \nw7\n")
+    assert corpus_texts(str(lines), 5) == ["w3 w4", "w5 w6", "w7"]
+    with pytest.raises(InvalidArgument, match="one text per line"):
+        parse_corpus(f"{lines}#text")
+
+
+def test_corpus_from_a_save_to_disk_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_list([{"n": r["id"], "body": r["text"]} for r in ROWS])
+    ds.save_to_disk(str(tmp_path / "one"))
+    assert corpus_texts(str(tmp_path / "one"), 3) == [r["text"] for r in ROWS[:3]]
+    datasets.DatasetDict({"train": ds, "test": ds.select(range(8, 12))}).save_to_disk(
+        str(tmp_path / "both"))
+    assert corpus_texts(str(tmp_path / "both"), 2) == [ROWS[0]["text"], ROWS[1]["text"]]
+    assert corpus_texts(f"{tmp_path / 'both'}@test#body", 2) == [ROWS[8]["text"], ROWS[9]["text"]]
+    assert corpus_texts(f"hf:{tmp_path / 'both'}@test", 1) == [ROWS[8]["text"]]
+    with pytest.raises(InvalidArgument, match="has train, test"):
+        corpus_texts(f"{tmp_path / 'both'}@dev", 2)
+    with pytest.raises(InvalidArgument, match="without splits"):
+        corpus_texts(f"{tmp_path / 'one'}@train", 2)
+    datasets.Dataset.from_list([{"n": 1}]).save_to_disk(str(tmp_path / "nums"))
+    with pytest.raises(InvalidArgument, match="no string column"):
+        corpus_texts(str(tmp_path / "nums"), 2)
+
+
+def test_hub_names_are_parsed_and_streamed(monkeypatch):
+    """hf:NAME is streamed and cut at n_docs (a stand-in for the hub: no network in tests)."""
+    datasets = pytest.importorskip("datasets")
+    c = parse_corpus("hf:org/wiki:raw-v1@validation#text")
+    assert (c.kind, c.name, c.config, c.split, c.column) == ("hub", "org/wiki", "raw-v1",
+                                                             "validation", "text")
+    assert c.key == "hf:org/wiki:raw-v1@validation#text"
+    assert parse_corpus("hf:org/wiki").split is None
+    calls, pulled = [], []
+
+    def rows():
+        for r in ROWS:
+            pulled.append(r["id"])
+            yield {"text": r["text"], "title": r["title"]}
+
+    def fake_load(name, config=None, split=None, streaming=False, **kw):
+        calls.append((name, config, split, streaming))
+        return datasets.IterableDataset.from_generator(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    assert corpus_texts("hf:org/wiki#text", 3) == [r["text"] for r in ROWS[:3]]
+    assert calls == [("org/wiki", None, "train", True)]
+    assert len(pulled) <= 4  # only what n_docs needs was read
+    for spec, words in [("hf:", "names no dataset"), ("hf:org/wiki#", "Nothing follows '#'"),
+                        ("hf:org/wiki@#text", "Nothing follows '@'"),
+                        ("no/such/file.txt", "neither wiki, bbc")]:
+        with pytest.raises(InvalidArgument, match=words):
+            parse_corpus(spec)
+
+    def offline(*a, **kw):
+        raise ConnectionError("Couldn't reach 'org/none' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(MissingFile, match="could not be opened.*Couldn't reach"):
+        corpus_texts("hf:org/none", 2)
+
+
+def test_export_html_computes_contexts_from_a_dataset_file(copy, model_dir, jsonl, cli, tmp_path):
+    out = tmp_path / "site"
+    code, _, err = cli("export-html", copy, out, "--model", model_dir, "--device", "cpu",
+                       "--corpus", jsonl)  # several string columns: refused, nothing stored
+    assert code == 2 and "#COLUMN" in err and not (copy / FILE).exists()
+    code, stdout, err = cli("export-html", copy, out, "--model", model_dir, "--device", "cpu",
+                            "--corpus", f"{jsonl}#text", "--n-docs", "6", "--max-tokens", "8")
+    assert code == 0, err
+    body = json.loads((copy / FILE).read_text())
+    assert body["settings"]["source"] == f"{jsonl.resolve()}#text"
+    assert body["settings"]["n_docs"] == 6
+    page = (out / "feature" / "0.html").read_text()
+    assert "<mark>" in page and f"{jsonl.name}#text</code>" in page
+    code, stdout, _ = cli("export-html", copy, tmp_path / "again", "--corpus", "wiki")
+    assert code == 0 and "come from" in stdout and "delete" in stdout
 
 
 def test_export_html_command(built, cli, tmp_path):

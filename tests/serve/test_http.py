@@ -1,9 +1,12 @@
-"""The live server over HTTP: pages, errors as pages, the steering stream, concurrency."""
+"""The live server over HTTP: pages, errors as pages, the steering stream and the strength
+sweep, concurrency."""
 
 import concurrent.futures
 import json
 import re
 import urllib.parse
+
+import pytest
 
 from serve_util import get
 
@@ -120,3 +123,68 @@ def test_fifty_concurrent_page_requests(live):
         results = list(pool.map(lambda p: get(server.url + p)[0], paths))
     assert results == [200] * len(paths)
     assert get(server.url + "/")[0] == 200  # still up
+
+
+# -- strength sweep -------------------------------------------------------------------------------
+def test_sweep_streams_one_row_per_strength_then_the_verdict(live):
+    server, _, _ = live
+    q = urllib.parse.urlencode({"feature": "low", "prompt": "w5 w6 w7", "mode": "away",
+                                "strengths": "4, 0.5 1", "control": "concept"})  # control ignored
+    events = _events(server.url + "/steer/sweep?" + q)
+    assert events[-1][0] == "done", events
+    rows = [d for e, d in events if e == "row"]
+    assert [r["strength"] for r in rows] == [None, 0.5, 1.0, 4.0]  # baseline, then ascending
+    assert rows[0]["ratio"] == 1.0 and rows[0]["degraded"] is False
+    for r in rows:
+        assert r["ppl"] > 1 and 0 <= r["mass"] <= 1 and 1 <= r["n_tokens"] <= 16
+        assert r["ratio"] == pytest.approx(r["ppl"] / rows[0]["ppl"])
+        assert r["chart"].startswith("<svg") and "perplexity" in r["chart"]
+    assert rows[-1]["chart"].count("strength 4") == 1  # the last chart holds every row
+    done = events[-1][1]
+    first = next((r["strength"] for r in rows[1:] if r["ppl"] > 2 * rows[0]["ppl"]), None)
+    assert done["degrades_at"] == first
+    want = (f"Text degrades from strength {first:g}" if first is not None else
+            "No degradation up to strength 4")
+    assert done["verdict"].startswith(want) and done["message"] == "Done: " + done["verdict"]
+
+
+def test_sweep_page_embeds_the_stream_and_refuses_bad_strengths(live):
+    server, _, _ = live
+    code, html = get(server.url + "/steer?" + urllib.parse.urlencode(
+        {"feature": "low", "prompt": "w5", "action": "sweep", "strengths": "1,2"}))
+    assert code == 200 and 'data-stream="/steer/sweep?' in html and 'id="sweep-table"' in html
+    assert 'id="steer-out"' not in html
+    for strengths, words in [("1,2,3,4,5,6,7,8,9", "at most 8"), ("1,x", "must be a number"),
+                             ("1,inf", "finite"), ("-1", "from 0 to"), ("200", "from 0 to"),
+                             ("2,2", "repeat")]:
+        q = urllib.parse.urlencode({"feature": "low", "prompt": "w5", "action": "sweep",
+                                    "strengths": strengths})
+        code, html = get(server.url + "/steer?" + q)
+        assert code == 400 and words in text(html), (strengths, text(html)[:300])
+        assert "Traceback" not in html
+        events = _events(server.url + "/steer/sweep?" + q)
+        assert [e for e, _ in events] == ["fail"] and words in events[0][1]["message"]
+    code, html = get(server.url + "/steer?feature=low&action=dance")
+    assert code == 400 and "dance" in html and "is not one of generate, sweep" in text(html)
+
+
+def test_sweep_waits_for_the_model_lock(live):
+    """One job at a time per model: a sweep queues behind whoever holds the lock."""
+    import threading
+
+    server, _, _ = live
+    lock = server.app.state.model_lock
+    got = {}
+    q = urllib.parse.urlencode({"feature": "low", "prompt": "w5 w6", "strengths": "1"})
+    lock.acquire()
+    try:
+        t = threading.Thread(target=lambda: got.update(ev=_events(server.url + "/steer/sweep?" + q)))
+        t.start()
+        t.join(1.5)
+        assert t.is_alive()  # still waiting: the model is busy
+    finally:
+        lock.release()
+    t.join(60)
+    names = [e for e, _ in got["ev"]]
+    assert names[0] == "status" and "Waiting" in got["ev"][0][1]["message"]
+    assert names.count("row") == 2 and names[-1] == "done"

@@ -310,3 +310,81 @@ def test_next_token_mass_on_an_encoder_is_a_clear_error():
 
     with pytest.raises(InvalidArgument, match="language-model head"):
         next_token_mass(tiny.make("bert"), tiny.tokenizer(), ["w1 w2"], [torch.tensor([3])])
+
+
+# -- strength_sweep (bagofdims.steering.effects) -----------------------------------------------------
+def _greedy_ppl(model, tok, prompt, n=16):
+    """The unsteered greedy continuation's perplexity, computed without strength_sweep."""
+    from bagofdims.steering.effects import continuation_perplexity
+
+    enc = tok([prompt], return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=2)
+    p = enc["input_ids"][0]
+    return continuation_perplexity(model, p, out[0, len(p):])
+
+
+def test_strength_sweep_baseline_first_and_perplexity_rises(llama):
+    from bagofdims.steering.effects import degrades_at, strength_sweep
+
+    tok = tiny.tokenizer()
+    wide = Feature("wide", SITE, list(range(32)), [1 if i % 3 else -1 for i in range(32)],
+                   anchors=[5, 6, 7])  # every dim of the site
+    seen = []
+    rows = strength_sweep(llama, tok, wide, "w40 w41", [8, 0.5, 0], on_row=seen.append)
+    assert seen == rows and hook_count(llama) == 0
+    assert [r["strength"] for r in rows] == [None, 0.0, 0.5, 8.0]  # baseline, then ascending
+    base = rows[0]
+    assert base["ppl"] == pytest.approx(_greedy_ppl(llama, tok, "w40 w41"), rel=1e-5)
+    assert base["ratio"] == 1.0 and base["degraded"] is False and base["n_tokens"] == 16
+    assert rows[-1]["ppl"] > 1.3 * base["ppl"]  # flipping every dim hard breaks the text
+    for r in rows:
+        assert r["ratio"] == pytest.approx(r["ppl"] / base["ppl"])
+        assert r["degraded"] == (r["strength"] is not None and r["ratio"] > 2.0)
+        assert 0 < r["mass"] < 1 and isinstance(r["text"], str)
+    assert rows[-1]["mass"] != base["mass"]  # the flip moves the next-token distribution
+    # nothing flipped: every strength, 0 included, reproduces the baseline exactly
+    empty = Feature("empty", SITE, [], [], anchors=[5, 6, 7])
+    flat = strength_sweep(llama, tok, empty, "w40 w41", [0, 1, 8])
+    assert [r["ppl"] for r in flat] == [base["ppl"]] * 4
+    assert {r["text"] for r in flat} == {base["text"]} and degrades_at(flat) is None
+    # no anchor tokens: no mass to report, the rest as before
+    bare = strength_sweep(llama, tok, Feature("bare", SITE, [0, 1], [1, -1]), "w5 w6", [1],
+                          max_new_tokens=4)
+    assert [r["mass"] for r in bare] == [None, None] and bare[0]["n_tokens"] == 4
+
+
+def test_strength_sweep_degrades_at_and_cancel(llama):
+    import threading
+
+    from bagofdims.steering.effects import degrades_at, strength_sweep
+
+    rows = [{"strength": None, "ppl": 10.0}, {"strength": 1.0, "ppl": 19.0},
+            {"strength": 2.0, "ppl": 21.0}, {"strength": 4.0, "ppl": 90.0}]
+    assert degrades_at(rows) == 2.0 and degrades_at(rows, factor=10) is None
+    stop = threading.Event()
+    out = strength_sweep(llama, tiny.tokenizer(), _feature(32), "w5 w6", [1, 2, 4],
+                         on_row=lambda r: stop.set(), cancel=stop, max_new_tokens=3)
+    assert [r["strength"] for r in out] == [None]  # stopped after the baseline
+    assert hook_count(llama) == 0
+
+
+def test_strength_sweep_refuses_bad_input(llama):
+    from bagofdims.errors import InvalidArgument
+    from bagofdims.steering.effects import check_strengths, strength_sweep
+
+    tok, f = tiny.tokenizer(), _feature(32)
+    for bad, words in [([], "1 to 8"), (list(range(1, 10)), "1 to 8"), ([1, -1], ">= 0"),
+                       ([float("nan")], "finite"), ([float("inf")], "finite"), ([True], "finite"),
+                       (["2"], "finite"), ("1,2", "list of numbers"), ([2, 2.0], "repeat")]:
+        with pytest.raises(InvalidArgument, match=words):
+            strength_sweep(llama, tok, f, "w5 w6", bad)
+    assert check_strengths((4, 1, 0.5)) == [0.5, 1.0, 4.0]
+    with pytest.raises(InvalidArgument, match="max_new_tokens"):
+        strength_sweep(llama, tok, f, "w5", [1], max_new_tokens=0)
+    with pytest.raises(InvalidArgument, match="mode"):
+        strength_sweep(llama, tok, f, "w5", [1], mode="sideways")
+    with pytest.raises(InvalidArgument, match="positions"):
+        strength_sweep(llama, tok, f, "w5", [1], max_new_tokens=70)
+    with pytest.raises(InvalidArgument, match="language-model head"):
+        strength_sweep(tiny.make("bert"), tok, f, "w5", [1])
+    assert hook_count(llama) == 0

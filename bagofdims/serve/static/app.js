@@ -1,4 +1,4 @@
-// bagofdims browser: index search + sort, and the steering stream. No framework, no build step.
+// bagofdims browser: index search + sort, the steering stream and the strength sweep. No framework, no build step.
 "use strict";
 
 function setupIndex() {
@@ -77,4 +77,55 @@ function setupSteer() {
   es.onerror = () => { es.close(); status.textContent = "The connection to the server closed."; };
 }
 
-document.addEventListener("DOMContentLoaded", () => { setupIndex(); setupSteer(); });
+function setupSweep() {
+  const out = document.getElementById("sweep-out");
+  if (!out) return;
+  const status = document.getElementById("sweep-status");
+  const body = document.querySelector("#sweep-table tbody");
+  const es = new EventSource(out.dataset.stream);
+  const num = (v, digits) => (v === null || v === undefined ? "–" : v.toPrecision(digits));
+  let marked = false;
+  es.addEventListener("status", (e) => { status.textContent = JSON.parse(e.data).message; });
+  es.addEventListener("prompt", (e) => {
+    document.getElementById("prompt-used").textContent = JSON.parse(e.data).prompt;
+  });
+  es.addEventListener("row", (e) => {
+    const d = JSON.parse(e.data);
+    const tr = document.createElement("tr");
+    const cells = [
+      d.strength === null ? "baseline (no flip)" : String(d.strength),
+      num(d.ppl, 4), num(d.ratio, 3), num(d.mass, 3),
+      d.degraded ? (marked ? "yes" : "yes: degrades here") : "no",
+      (d.text || "(end of text)") + " (" + d.n_tokens + " tokens)",
+    ];
+    cells.forEach((c, i) => {
+      const td = document.createElement("td");
+      td.textContent = c;
+      td.className = i === 5 ? "text" : i > 0 && i < 4 ? "num" : "";
+      tr.appendChild(td);
+    });
+    if (d.degraded) { tr.classList.add("degraded"); marked = true; }
+    body.appendChild(tr);
+    document.getElementById("sweep-chart").innerHTML = d.chart;  // SVG rendered by the server
+  });
+  es.addEventListener("fail", (e) => {
+    es.close();
+    const p = document.createElement("p");
+    p.className = "error";
+    p.setAttribute("role", "alert");
+    p.textContent = JSON.parse(e.data).message;
+    out.prepend(p);
+    status.textContent = "Stopped.";
+  });
+  es.addEventListener("done", (e) => {
+    es.close();
+    const d = JSON.parse(e.data);
+    status.textContent = d.message;
+    const v = document.getElementById("sweep-verdict");
+    v.textContent = d.verdict;
+    v.hidden = false;
+  });
+  es.onerror = () => { es.close(); status.textContent = "The connection to the server closed."; };
+}
+
+document.addEventListener("DOMContentLoaded", () => { setupIndex(); setupSteer(); setupSweep(); });
