@@ -9,15 +9,15 @@ ignores them, whatever their value.
 Agreement between two rows is the number of the first ``d`` dimensions whose signs match. The
 kernels compute it from ±1 matrix products, which are exact: ±1 is exact in bf16/fp16, products
 accumulate in fp32, and every partial sum is an integer of magnitude ≤ d (fp16 output is exact
-for d ≤ 2048, fp32 output for d < 2**24). On CPU the fp32 product runs with bf16 inputs (oneDNN
-AMX / AVX512-BF16 where the CPU has them); on CUDA it runs in fp16. An XOR + popcount reference
-(:func:`agreement_popcount`) checks them.
+for d ≤ 2048, fp32 output for d < 2**24). On CPU the product runs in plain fp32 (lowering
+torch's process-wide fp32 matmul precision for speed would also lower other threads' unrelated
+products); on CUDA it runs in fp16. An XOR + popcount reference (:func:`agreement_popcount`)
+checks them.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from bagofdims.errors import InvalidArgument, InvalidType
@@ -113,20 +113,6 @@ def tail_mask(d: int, device: torch.device) -> torch.Tensor:
     return mask
 
 
-@contextlib.contextmanager
-def _fast_fp32_matmul(device: torch.device) -> Iterator[None]:
-    """Let CPU fp32 products use bf16 inputs: exact for ±1/0 operands, ~2x faster."""
-    if device.type != "cpu":
-        yield
-        return
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("medium")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(old)
-
-
 def matmul_dtype(device: torch.device, d: int) -> torch.dtype:
     if device.type == "cuda" and d <= 2048:
         return torch.float16  # integers up to 2048 are exact in fp16
@@ -150,9 +136,9 @@ def agreement_popcount(a: torch.Tensor, b: torch.Tensor, d: int) -> torch.Tensor
 
 
 def _dots(q_pm: torch.Tensor, k_pm: torch.Tensor) -> torch.Tensor:
-    """±1 dot products; exact (see module docstring)."""
-    with _fast_fp32_matmul(q_pm.device):
-        return q_pm @ k_pm.T
+    """±1 dot products; exact (see module docstring). Plain fp32: the process-wide
+    ``set_float32_matmul_precision`` switch would also lower other threads' products."""
+    return q_pm @ k_pm.T
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor, d: int) -> torch.Tensor:

@@ -42,3 +42,16 @@ def test_catalog_queries_and_lazy_cache_from_many_threads(tmp_path):
     got = _parallel(lambda t: fresh.read(t, model=model, site="resid.1"), texts)
     assert got == want
     assert bd.hook_count(model) == 0
+
+
+def test_agreement_from_threads_leaves_fp32_matmul_precision_alone():
+    """A process-wide precision switch flipped by one thread would lower every other thread's
+    fp32 products (it once did: threads racing on save/restore left it at "medium")."""
+    from bagofdims.signs import bits
+
+    before = torch.get_float32_matmul_precision()
+    a = bits.pack_signs(torch.randn(64, 40))
+    want = bits.agreement_popcount(a, a, 40)
+    got = _parallel(lambda _: bits.agreement(a, a, 40), range(64))
+    assert all(torch.equal(g, want) for g in got)
+    assert torch.get_float32_matmul_precision() == before == "highest"
