@@ -29,7 +29,7 @@ from bagofdims.categories import load_categories, map_categories
 from bagofdims.signs.cache import SignCache
 from bagofdims.capture import Capture
 from bagofdims.models import tokenizer_fingerprint, weight_fingerprint
-from bagofdims import catalog_format
+from bagofdims import catalog_examples, catalog_format
 from bagofdims.catalog_format import CatalogMeta
 from bagofdims.errors import CatalogError, InvalidArgument, NotFound, OutOfRange
 
@@ -57,7 +57,8 @@ class Catalog:
     # -- build ------------------------------------------------------------------------------
     @classmethod
     def build(cls, cache, categories="default", sites=("resid.*",), tokenizer=None,
-              config: DiscoveryConfig | None = None, n_anchors: int = 50, n_min_held_out: int = 10,
+              config: DiscoveryConfig | None = None, n_anchors: int | float | None = None,
+              n_min_held_out: int = 10,
               seed: int = 0, progress: bool = True, forms: str = "initial",
               evidence: EvidenceConfig | None = EvidenceConfig()) -> Catalog:
         """Discover one feature per usable category at every matching site of ``cache``.
@@ -71,9 +72,21 @@ class Catalog:
         random-listed-word null references and p-values against them
         (:mod:`bagofdims.features.evidence`); ``None`` skips them. ``tokenizer``: the model's
         tokenizer (``bagofdims.models.load_tokenizer(cache.model_name)``); the catalog never loads
-        one itself.
+        one itself. ``n_anchors``: anchor tokens per category (default 50).
+
+        An example cache (``SignCache.build_inputs``) takes ``categories="labels"`` (the default
+        there), a list of labels or a dict ``name -> example indices``, no tokenizer, and
+        ``n_anchors`` as a count or fraction (default 0.5) of each category's groups, or of its
+        examples when the cache has no groups (:mod:`bagofdims.catalog_examples`).
         """
         config = config or DiscoveryConfig()
+        if cache.is_examples:
+            n_anchors = catalog_examples.DEFAULT_FRACTION if n_anchors is None else n_anchors
+            mapped, skipped, given = catalog_examples.split(cache, categories, n_anchors,
+                                                            n_min_held_out, seed)
+            return cls._discover(cache, mapped, skipped, given, sites, config, n_anchors,
+                                 "examples", evidence, progress, None)
+        n_anchors = 50 if n_anchors is None else n_anchors
         if tokenizer is None:
             raise InvalidArgument(
                 "Catalog.build needs the model's tokenizer to map category words to tokens: pass "
@@ -103,6 +116,14 @@ class Catalog:
         if skipped:
             log.info("catalog: %d categories skipped (too few single tokens), %d used; see "
                      "catalog.meta.skipped.", len(skipped), len(mapped))
+        given = categories if isinstance(categories, str) else "custom"
+        return cls._discover(cache, mapped, skipped, given, sites, config, n_anchors, forms,
+                             evidence, progress, tokenizer)
+
+    @classmethod
+    def _discover(cls, cache, mapped, skipped, given, sites, config, n_anchors, forms, evidence,
+                  progress, tokenizer) -> Catalog:
+        """One feature per mapped category at every matching site, with its evaluation."""
         site_list = _match_sites(cache, sites)
         anchor_rows = [cache.rows(m.anchors) for m in mapped]
         held_rows = [cache.rows(m.held_out) for m in mapped]
@@ -120,10 +141,10 @@ class Catalog:
         meta = CatalogMeta(
             model=cache.model_name, weights=cache.meta.weights, tokenizer=cache.meta.tokenizer,
             sites=site_list, config=asdict(config),
-            categories=categories if isinstance(categories, str) else "custom",
-            n_anchors=n_anchors, forms=forms, skipped=dict(skipped), bos_id=cache.meta.bos_id,
-            evidence=evidence.to_dict() if evidence is not None else {},
-            cache=str(cache.path.resolve()) if cache.path else None)
+            categories=given, n_anchors=n_anchors, forms=forms, skipped=dict(skipped),
+            bos_id=cache.meta.bos_id, evidence=evidence.to_dict() if evidence is not None else {},
+            cache=str(cache.path.resolve()) if cache.path else None,
+            examples=catalog_examples.settings(cache) if cache.is_examples else {})
         return cls(features, meta, cache=cache, tokenizer=tokenizer)
 
     # -- access -----------------------------------------------------------------------------
@@ -229,6 +250,8 @@ class Catalog:
         self._tokenizer = tok
 
     def _text(self, ids) -> list[str]:
+        if self.meta.examples:  # rows are examples: index, label and group
+            return catalog_examples.describe(self.cache, ids)
         return [self.tokenizer.decode([int(i)]) for i in ids]
 
     def scores(self, site: str, features: list[Feature] | None = None) -> torch.Tensor:
@@ -243,6 +266,15 @@ class Catalog:
         s = self.scores(f.site, [f])[:, 0]
         top = s.topk(min(k, len(s)))
         return list(zip(self._text(self.cache.token_ids[top.indices]), top.values.tolist()))
+
+    def top_examples(self, name: str, k: int = 20, site: str | None = None) -> list[dict]:
+        """Cached examples agreeing most with a feature: index, label, group, score."""
+        return catalog_examples.top_examples(self, name, k, site)
+
+    def read_inputs(self, inputs, model, processor, site: str | None = None, top: int = 3,
+                    **kwargs) -> list[dict]:
+        """Features firing on new examples' pooled states (:mod:`bagofdims.catalog_examples`)."""
+        return catalog_examples.read_inputs(self, inputs, model, processor, site, top, **kwargs)
 
     def features_of_dim(self, site: str, dim: int) -> list[tuple[Feature, int]]:
         """Features at ``site`` that use ``dim``, with the sign each wants there."""
@@ -303,6 +335,9 @@ class Catalog:
         at the position-0 attention sink; that start token is not listed. ``model`` must be the
         catalog's model (checked); ``tokenizer`` defaults to the one given to build/load.
         """
+        if self.meta.examples:
+            raise CatalogError("This catalog is over examples: read new ones with "
+                               "cat.read_inputs(inputs, model, processor).")
         if model is None:
             raise InvalidArgument("Catalog.read needs the model (the catalog never loads one): pass "
                                   f"model=bagofdims.load_model({self.model_name!r})[0].")

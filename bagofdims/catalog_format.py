@@ -41,20 +41,23 @@ class CatalogMeta:
     sites: list[str]
     config: dict  # the DiscoveryConfig used, as a dict
     categories: str  # shipped set name, JSON path, or "custom"
-    n_anchors: int
+    n_anchors: int | float  # a count, or for example caches a fraction of each category's groups
     forms: str
     skipped: dict[str, str] = field(default_factory=dict)  # category -> why it was skipped
     bos_id: int | None = None  # start token the cache read before each token
     cache: str | None = None  # absolute path of the cache at build time
     cache_relative: str | None = None  # the same, relative to the catalog directory
     evidence: dict = field(default_factory=dict)  # EvidenceConfig used ({}: none computed)
+    examples: dict = field(default_factory=dict)  # example catalogs: pool, processor_kwargs, split
     format_version: int = FORMAT_VERSION
 
 
 _META_TYPES = {"model": str, "weights": str, "tokenizer": str, "sites": list, "config": dict,
-               "categories": str, "n_anchors": int, "forms": str, "skipped": dict,
+               "categories": str, "n_anchors": (int, float), "forms": str, "skipped": dict,
                "bos_id": (int, type(None)), "cache": (str, type(None)),
-               "cache_relative": (str, type(None)), "evidence": dict, "format_version": int}
+               "cache_relative": (str, type(None)), "evidence": dict, "examples": dict,
+               "format_version": int}
+_OPTIONAL = {"examples": {}}  # fields added within format 2: absent in older catalogs
 
 
 def _digest(obj) -> str:
@@ -127,6 +130,8 @@ def read(path) -> tuple[CatalogMeta, list[Feature]]:
 
 
 def _meta(obj, where) -> CatalogMeta:
+    if isinstance(obj, dict):
+        obj = {**{k: dict(v) for k, v in _OPTIONAL.items()}, **obj}
     if not isinstance(obj, dict) or set(obj) != set(_META_TYPES):
         raise CatalogError(f"{where}: the meta fields are not those of format {FORMAT_VERSION}; "
                            "rebuild the catalog.")

@@ -230,9 +230,20 @@ def _timed_steps(model, opt, data, cfg, dtype, n: int = 3) -> float:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train (or resume) a model into ``cfg.out``; returns the summary also written to train.json."""
+    """Train (or resume) a model into ``cfg.out``; returns the summary also written to train.json.
+
+    ``cfg.threads`` applies for the run only: the caller's torch thread count is restored.
+    """
+    before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(cfg: TrainConfig) -> dict:
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if cfg.device == "auto" else cfg.device))
     dtype = resolve_dtype(cfg.precision, device)

@@ -16,6 +16,9 @@ On disk a cache is a directory (DESIGN.md), written atomically (temp dir, then r
 Loading memory-maps the tensors: nothing is read until used. A build given a ``checkpoint``
 directory saves each finished chunk there and, when rerun after an interruption, skips what is done;
 the result is byte-identical to an uninterrupted build.
+
+:meth:`SignCache.build_inputs` caches examples (images, clips, texts) instead, one pooled vector
+each, in the same format (:mod:`bagofdims.signs.examples`; ``meta.inputs == "examples"``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from bagofdims.storage import atomic_dir, open_mmap, recover, sha256
 from bagofdims.sites import describe, resolve
 from bagofdims.signs.checkpoint import Checkpoint, Chunk, now
 from bagofdims.signs.meta import CacheMeta
+from bagofdims.signs.examples import build_inputs as _build_inputs
 from bagofdims.errors import (CacheError, InvalidArgument, NotFound, NumericalError, OutOfRange,
                               ResumeError, SafetensorsError)
 
@@ -80,8 +84,10 @@ class SignCache:
         return len(self.token_ids)
 
     def __repr__(self) -> str:
+        rows = f"examples={len(self)}, pool={self.meta.pool!r}" if self.is_examples else \
+            f"tokens={len(self)}"
         return (
-            f"SignCache(model={self.model_name!r}, tokens={len(self)}, sites={len(self.sites)}, "
+            f"SignCache(model={self.model_name!r}, {rows}, sites={len(self.sites)}, "
             f"bos={self.meta.bos}, magnitudes={bool(self._mags)})"
         )
 
@@ -228,6 +234,19 @@ class SignCache:
         if ckpt:
             cache._checkpoint = ckpt.path
         return cache
+
+    @classmethod
+    def build_inputs(cls, model, processor, examples, sites=("resid.*",), pool="mean",
+                     labels=None, groups=None, **kwargs) -> "SignCache":
+        """A cache over examples (images, clips, texts), one pooled vector each; see
+        :func:`bagofdims.signs.examples.build_inputs` for every option."""
+        return _build_inputs(cls, model, processor, examples, sites=sites, pool=pool,
+                            labels=labels, groups=groups, **kwargs)
+
+    @property
+    def is_examples(self) -> bool:
+        """Rows are examples (``build_inputs``), not vocabulary tokens."""
+        return self.meta.inputs == "examples"
 
     # -- save / load ----------------------------------------------------------------------------
     def save(self, path, overwrite: bool = False) -> Path:

@@ -47,6 +47,13 @@ class CacheMeta:
     files: dict[str, str] = field(default_factory=dict)  # data file -> sha256
     weights_hashed: dict[str, Any] = field(default_factory=dict)  # what the fingerprint covers
     build_seconds: float | None = None
+    # example caches (bagofdims.signs.examples): rows are examples, not vocabulary tokens
+    inputs: str = "tokens"  # "tokens" or "examples"
+    labels: list | None = None  # per example: its label (str) or None (unlabelled)
+    groups: list | None = None  # per example: its group (str), kept on one side of a split
+    pool: str | None = None  # the pooling rule's name (bagofdims.signs.pooling)
+    example_sha256: str | None = None  # of every example's bytes, in order
+    processor_kwargs: dict = field(default_factory=dict)  # given to the processor with each batch
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict:
@@ -109,11 +116,37 @@ class CacheMeta:
                 bad(f"files lists {name!r} -> {digest!r}; expected {DATA_FILES} with sha256 digests")
         if self.magnitudes != ("magnitudes.safetensors" in self.files) and self.files:
             bad("magnitudes flag and the files listed disagree")
+        self._validate_inputs(bad)
+
+    def _validate_inputs(self, bad) -> None:
+        example_fields = ("labels", "groups", "pool", "example_sha256")
+        if self.inputs == "tokens":
+            given = [k for k in example_fields if getattr(self, k) is not None]
+            if given or self.processor_kwargs:
+                bad(f"a token cache has example fields {given or ['processor_kwargs']}")
+            return
+        if self.inputs != "examples":
+            bad(f"inputs is {self.inputs!r}, expected 'tokens' or 'examples'")
+        if not (self.full_vocab and self.vocab_size == self.n_tokens and not self.bos):
+            bad("an example cache must have full_vocab=True, vocab_size == n_tokens and bos=False")
+        if not isinstance(self.pool, str) or not isinstance(self.example_sha256, str) or \
+                not _HEX64.match(self.example_sha256):
+            bad(f"an example cache needs a pool name and a sha256 of its examples, got "
+                f"{self.pool!r} / {self.example_sha256!r}")
+        for name, allow_none in (("labels", True), ("groups", False)):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            if len(values) != self.n_tokens:
+                bad(f"{name} has {len(values)} entries for {self.n_tokens} examples")
+            if not all(isinstance(v, str) or (allow_none and v is None) for v in values):
+                bad(f"{name} must be strings{' or None' if allow_none else ''}")
 
     def resume_key(self) -> dict:
         """The settings an interrupted build must share with its resume (the output depends on them)."""
         keys = ("model", "weights", "tokenizer", "n_tokens", "sites", "bos", "bos_id", "dtype",
-                "magnitudes", "batch_size", "chunk_size", "tokens_sha256")
+                "magnitudes", "batch_size", "chunk_size", "tokens_sha256", "inputs", "pool",
+                "example_sha256", "processor_kwargs")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -124,6 +157,8 @@ _TYPES: dict[str, tuple] = {
     "dtype": (str,), "magnitudes": (bool,), "batch_size": (int,), "chunk_size": (int,),
     "tokens_sha256": (str,), "bit_order": (str,), "created": (str,), "files": (dict,),
     "weights_hashed": (dict,), "build_seconds": (int, float, type(None)),
+    "inputs": (str,), "labels": (list, type(None)), "groups": (list, type(None)),
+    "pool": (str, type(None)), "example_sha256": (str, type(None)), "processor_kwargs": (dict,),
     "format_version": (int,),
 }
 
