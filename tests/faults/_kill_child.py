@@ -33,7 +33,7 @@ if point == "fill":
 
     storage.sha256 = sha_then_die
     import bagofdims.signs.cache as cache_mod
-    import bagofdims.catalog_format as fmt
+    import bagofdims.catalog.format as fmt
     cache_mod.sha256 = fmt.sha256 = sha_then_die
 elif point in ("between", "exchanged"):
     real_replace, real_exchange = os.replace, storage._exchange

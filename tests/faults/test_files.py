@@ -158,7 +158,7 @@ def test_catalog_flipped_dims_or_signs_are_refused(saved_catalog, tmp_path, what
 
 def test_catalog_recomputed_checksums_still_validate_values(saved_catalog, tmp_path):
     """Even with both checksums recomputed, impossible values are refused."""
-    from bagofdims.catalog_format import _digest
+    from bagofdims.catalog.format import _digest
     from bagofdims.storage import sha256
 
     path = _copy(saved_catalog[0], tmp_path / "c")

@@ -24,14 +24,14 @@ from bagofdims.signs import bits
 from bagofdims.features.evidence import EvidenceConfig, evaluate_site
 from bagofdims.features.feature import Feature
 from bagofdims.features.discovery import DiscoveryConfig
-from bagofdims.inputs import TextStart
 from bagofdims.categories import load_categories, map_categories
 from bagofdims.signs.cache import SignCache
-from bagofdims.capture import Capture
 from bagofdims.models import tokenizer_fingerprint, weight_fingerprint
-from bagofdims import catalog_examples, catalog_format
-from bagofdims.catalog_format import CatalogMeta
-from bagofdims.errors import CatalogError, InvalidArgument, NotFound, OutOfRange
+from bagofdims.catalog import examples as catalog_examples
+from bagofdims.catalog import format as catalog_format
+from bagofdims.catalog import reading
+from bagofdims.catalog.format import CatalogMeta
+from bagofdims.errors import CatalogError, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Catalog:
         An example cache (``SignCache.build_inputs``) takes ``categories="labels"`` (the default
         there), a list of labels or a dict ``name -> example indices``, no tokenizer, and
         ``n_anchors`` as a count or fraction (default 0.5) of each category's groups, or of its
-        examples when the cache has no groups (:mod:`bagofdims.catalog_examples`).
+        examples when the cache has no groups (:mod:`bagofdims.catalog.examples`).
         """
         config = config or DiscoveryConfig()
         if cache.is_examples:
@@ -273,7 +273,7 @@ class Catalog:
 
     def read_inputs(self, inputs, model, processor, site: str | None = None, top: int = 3,
                     **kwargs) -> list[dict]:
-        """Features firing on new examples' pooled states (:mod:`bagofdims.catalog_examples`)."""
+        """Features firing on new examples' pooled states (:mod:`bagofdims.catalog.examples`)."""
         return catalog_examples.read_inputs(self, inputs, model, processor, site, top, **kwargs)
 
     def features_of_dim(self, site: str, dim: int) -> list[tuple[Feature, int]]:
@@ -286,86 +286,14 @@ class Catalog:
         return out
 
     def explain_dim(self, site: str, dim: int, k: int = 10) -> dict:
-        """Tokens most positive and most negative on a dim, and the features it belongs to.
-
-        Ranked by value when the cache has magnitudes (``ranked_by="value"``); else by
-        typicality (``ranked_by="typicality"``): among the tokens of each sign, those whose whole
-        sign pattern agrees most with the mean sign difference between the dim's positive and
-        negative tokens, i.e. the clearest members of each side.
-        """
-        if site not in self.sites:
-            raise NotFound(f"Site '{site}' is not in this catalog; it has {self.sites}.")
-        width = self.cache.width(site)
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 0 <= dim < width:
-            raise OutOfRange(f"dim {dim!r} is out of range for {site} (width {width}: 0..{width - 1}).")
-        signs = self.cache.signs(site)
-        col = signs[:, dim].float()
-        if self.cache.meta.magnitudes:
-            pos_key = neg_key = self.cache.magnitudes(site)[:, dim].float()
-            ranked_by = "value"
-        else:
-            s = signs.float()
-            pos, neg = col > 0, col < 0
-            contrast = (s[pos].mean(0) - s[neg].mean(0)) if pos.any() and neg.any() else \
-                torch.zeros(s.shape[1])
-            contrast[dim] = 0.0  # the dim itself says nothing about typicality
-            pos_key = s @ contrast
-            neg_key = -pos_key
-            ranked_by = "typicality"
-        minus_inf = torch.tensor(float("-inf"))
-        pos_key = torch.where(col > 0, pos_key, minus_inf)
-        neg_key = torch.where(col < 0, neg_key, minus_inf)
-        top = pos_key.topk(min(k, int((col > 0).sum()))).indices
-        bottom = neg_key.topk(min(k, int((col < 0).sum()))).indices
-        return {
-            "site": site, "dim": dim, "ranked": ranked_by == "value", "ranked_by": ranked_by,
-            "positive_rate": float((col > 0).float().mean()),
-            "most_positive": self._text(self.cache.token_ids[top]),
-            "most_negative": self._text(self.cache.token_ids[bottom]),
-            "features": [(f.name, s) for f, s in self.features_of_dim(site, dim)],
-        }
+        """Tokens most positive and most negative on a dim, and the features it belongs to
+        (ranked by value with magnitudes, else by typicality: :func:`reading.explain_dim`)."""
+        return reading.explain_dim(self, site, dim, k)
 
     def read(self, text: str, model, tokenizer=None, site: str | None = None,
              top: int = 3) -> list[dict]:
-        """Run ``text`` through ``model``; per token, the features that fire at ``site``.
-
-        A feature fires on a token when its score reaches the feature's threshold (the 99th
-        percentile of non-member vocabulary tokens). The text follows the start token the
-        cache put before each vocabulary token (``meta.bos_id``), if any, so no text token sits
-        at the position-0 attention sink; that start token is not listed. ``model`` must be the
-        catalog's model (checked); ``tokenizer`` defaults to the one given to build/load.
-        """
-        if self.meta.examples:
-            raise CatalogError("This catalog is over examples: read new ones with "
-                               "cat.read_inputs(inputs, model, processor).")
-        if model is None:
-            raise InvalidArgument("Catalog.read needs the model (the catalog never loads one): pass "
-                                  f"model=bagofdims.load_model({self.model_name!r})[0].")
-        site = site or self.sites[len(self.sites) // 2]
-        feats = self.at(site)
-        if not feats:
-            raise NotFound(f"No features at {site}; this catalog has sites {self.sites}.")
-        if not isinstance(text, str) or not text:
-            raise InvalidArgument("text must be a non-empty string.")
-        self.check_model(model)
-        if tokenizer is not None:
-            self.tokenizer = tokenizer  # checked against the catalog's fingerprint
-        tok = self.tokenizer
-        ids, lead = TextStart(tok, self.meta.bos_id)(tok(text)["input_ids"])
-        x = torch.tensor([ids], device=next(model.parameters()).device)
-        with torch.no_grad(), Capture(model, [site], stop=True) as cap:
-            cap.run(input_ids=x, attention_mask=torch.ones_like(x))
-        states = cap[site][0, lead:]
-        w = bits.feature_matrix([(f.dims, f.signs) for f in feats], states.shape[-1])
-        s = bits.feature_scores(states.float().cpu(), w)
-        thr = torch.tensor([f.threshold if f.threshold is not None else 1.0 for f in feats])
-        out = []
-        for t, tid in enumerate(ids[lead:]):
-            fire = (s[t] >= thr).nonzero()[:, 0]
-            ranked = sorted(((feats[j].name, float(s[t, j])) for j in fire.tolist()),
-                            key=lambda x: -x[1])[:top]
-            out.append({"token": tok.decode([tid]), "features": ranked})
-        return out
+        """Per token of ``text``, the features that fire at ``site`` (:func:`reading.read_text`)."""
+        return reading.read_text(self, text, model, tokenizer, site, top)
 
     # -- checks -----------------------------------------------------------------------------
     def _check_cache(self, cache) -> None:
