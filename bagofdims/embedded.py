@@ -30,7 +30,8 @@ class EmbeddedModel:
 
     package: str  # the name to pip install
     module: str  # the import name holding the files
-    kind: str  # "gguf" (a GGUF file in the package), "gguf-parts" (assembled), "hf-dir", "ct2-whisper"
+    # "gguf" (a GGUF file in the package), "gguf-parts" (assembled), "hf-dir", "ct2-whisper"
+    kind: str
     file: str  # GGUF file name, or the HF / CTranslate2 directory inside the package
     auto_class: str = "AutoModelForCausalLM"
     description: str = ""
@@ -136,8 +137,9 @@ def _convert_whisper(spec: EmbeddedModel, name: str, target: Path) -> None:
     from bagofdims.whisper import convert_packages
 
     folders = [_package(spec, name) / spec.file] + [
-        package_dir(p.split("==")[0].replace("-", "_"), install=spec.install, error=ModelNotAvailable,
-                    needed_for=f"The embedded model '{name}'") / spec.file for p in spec.extra]
+        package_dir(p.split("==")[0].replace("-", "_"), install=spec.install,
+                    error=ModelNotAvailable, needed_for=f"The embedded model '{name}'") / spec.file
+        for p in spec.extra]
     atomic_dir(target, lambda tmp: convert_packages(folders, tmp, spec.install), overwrite=True)
 
 
