@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import torch
 from bagofdims.embedded import EMBEDDED, EmbeddedModel, model_dir
 from bagofdims.errors import InvalidArgument, InvalidType, ModelNotAvailable
+from bagofdims.processors import PROCESSOR_CLASSES, is_tokenizer, load_preprocessor
 
 __all__ = [
     "DEFAULT_MODEL", "EMBEDDED", "EmbeddedModel", "ModelNotAvailable", "fingerprint_info",
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "smollm2"
-_PROCESSOR_MODELS = {"WhisperForConditionalGeneration"}  # returned with their processor
+_PROCESSOR_MODELS = PROCESSOR_CLASSES  # returned with their processor
 _CAUSAL_TYPES = {"llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "mistral", "gpt2"}
 _DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16",
                   "bf16": "bfloat16", "fp64": "float64", "double": "float64"}
@@ -169,6 +170,9 @@ def _auto_class_for(source, local_only: bool) -> str:
 
     config = AutoConfig.from_pretrained(source, local_files_only=local_only)
     archs = getattr(config, "architectures", None) or []
+    for arch in archs:  # e.g. a saved Whisper directory: the class that generates, not AutoModel
+        if arch in _PROCESSOR_MODELS:
+            return arch
     if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
         return "AutoModelForCausalLM"
     if getattr(config, "is_decoder", False) or config.model_type in _CAUSAL_TYPES:
@@ -192,7 +196,9 @@ def load_model(
     device_map: str | dict | None = None,
     **kwargs,
 ):
-    """Load ``(model, tokenizer)`` in eval mode (``(model, processor)`` for embedded Whisper).
+    """Load ``(model, tokenizer)`` in eval mode; ``(model, processor)`` for a vision or audio
+    model (its image processor, feature extractor or multimodal processor: Whisper's
+    ``WhisperProcessor``), picked by :mod:`bagofdims.processors`.
 
     ``name_or_path``: an embedded short name (``smollm2``, ``gemma3-270m``, ``minilm``), a local
     Hugging Face directory, or a hub id (read from the HF cache; downloaded only when not offline).
@@ -203,7 +209,6 @@ def load_model(
     to ``from_pretrained`` of the model.
     """
     import transformers
-    from transformers import AutoTokenizer
 
     dtype = _dtype(dtype)
     dev = _device(device) if device_map is None else None
@@ -212,8 +217,7 @@ def load_model(
 
     def load(local_only: bool):
         auto = EMBEDDED[name].auto_class if name in EMBEDDED else _auto_class_for(source, local_only)
-        pre = transformers.AutoProcessor if auto in _PROCESSOR_MODELS else AutoTokenizer
-        tok = pre.from_pretrained(source, local_files_only=local_only)
+        tok = load_preprocessor(source, local_only, auto)
         load_kwargs = dict(dtype=dtype, local_files_only=local_only, **kwargs)
         if device_map is not None:
             load_kwargs["device_map"] = device_map
@@ -224,7 +228,7 @@ def load_model(
         model.to(dev)
     model.eval()
     _NAMES[model] = name if name in EMBEDDED else display
-    if auto in _PROCESSOR_MODELS:
+    if auto in _PROCESSOR_MODELS or not is_tokenizer(tok):
         return model, tok
     return model, _prepare_tokenizer(tok, auto == "AutoModelForCausalLM")
 

@@ -48,7 +48,8 @@ DECODER_PATHS = ("model.decoder.layers", "decoder.layers")
 DECODER_PREFIX = "dec."
 
 # Final-norm names, searched next to the block list, then one level up.
-FINAL_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "layer_norm", "layernorm")
+# CLIP vision's post_layernorm normalises only the CLS state (what its projection reads).
+FINAL_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "layer_norm", "layernorm", "post_layernorm")
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,11 @@ def _stack_sites(model: nn.Module, blocks_path: str, blocks, name_prefix: str = 
     if final is not None:
         sites.append(Site("final", "final", None, final))
     return [replace(s, name=name_prefix + s.name, stack=stack) for s in sites]
+
+
+def default_sites(model: nn.Module) -> list[str]:
+    """``resid.* final`` for models with a final norm (decoders), ``resid.*`` otherwise."""
+    return ["resid.*", "final"] if "final" in all_sites(model) else ["resid.*"]
 
 
 def describe(names) -> str:

@@ -89,6 +89,8 @@ def valid_positions(mask: torch.Tensor | None, batch: int, length: int, device) 
 
 def pool_states(value: torch.Tensor, mask: torch.Tensor | None, pool: Pool) -> torch.Tensor:
     """``float32 [batch, width]``: ``value`` ``[batch, positions, width]`` pooled by ``pool``."""
+    if value.dim() == 2:  # one state per example (CLIP vision's final: the CLS only): 1 position
+        value, mask = value[:, None], None
     if value.dim() != 3:
         raise InvalidType(f"A site gave shape {tuple(value.shape)}; pooling needs "
                           "[batch, positions, width].")
