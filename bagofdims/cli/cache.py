@@ -35,32 +35,45 @@ class CacheConfig:
     """The start token to read each token after, as a token string."""
     tokens: Annotated[Optional[int], flag("the whole vocabulary", "N")] = None
     """Cache only the first N vocabulary ids."""
-    batch_size: int = 512
-    """Tokens per forward pass."""
+    batch_size: Annotated[Optional[int], flag("512 tokens, 32 examples", "N")] = None
+    """Tokens (or examples, with --inputs) per forward pass."""
     magnitudes: bool = False
     """Also store float16 |values| (lets `query --dim` rank tokens)."""
     device: Annotated[str, flag(metavar="DEVICE")] = "auto"
     """Where to run the model: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps."""
     overwrite: bool = False
     """Replace an existing cache in --out (else it is reused only if its settings match)."""
+    inputs: Annotated[Optional[str], flag("the vocabulary", "SRC")] = None
+    """Cache examples instead of tokens: a folder SRC/<label>/<file> (.png .jpg .npy .wav .txt), a
+    .jsonl/.csv/.parquet table, a datasets save_to_disk folder, or hf:NAME[:CONFIG][@SPLIT]."""
+    labels: Annotated[Optional[str], flag("sub-folder names; a table's label column", "FILE|COLUMN")] = None
+    """Example labels: a file with one per line, a column name, or none."""
+    groups: Annotated[Optional[str], flag("none", "FILE|COLUMN")] = None
+    """Example groups kept on one side of a catalog's split: a file (one per line) or a column."""
+    pool: Annotated[str, flag(metavar="mean|cls|last|N|A:B")] = "mean"
+    """How an example's positions become one vector (with --inputs): mean, first, last, position N
+    or the mean over positions A..B-1."""
+    column: Annotated[Optional[str], flag("text, image, audio, sentence, file or path", "COLUMN")] = None
+    """Input column of a table or dataset (with --inputs)."""
+    limit: Annotated[Optional[int], flag("all; 1000 for hf:", "N")] = None
+    """Use only the first N examples (with --inputs)."""
 
 
 def check_cache_config(cfg: CacheConfig) -> None:
     """The checks that need no model (raise InvalidArgument)."""
-    check_positive("--batch-size", cfg.batch_size)
+    if cfg.batch_size is not None:
+        check_positive("--batch-size", cfg.batch_size)
+    if cfg.inputs is None and any(v is not None for v in (cfg.labels, cfg.groups, cfg.column,
+                                                           cfg.limit)) or \
+            cfg.inputs is None and cfg.pool != "mean":
+        raise InvalidArgument("--labels, --groups, --column, --limit and --pool go with --inputs "
+                              "SRC; add it, or drop them for a vocabulary cache.")
     if cfg.tokens is not None and cfg.tokens < 1:
         raise InvalidArgument(f"--tokens must be at least 1, got {cfg.tokens}; leave it out "
                               "to cache the whole vocabulary.")
     if cfg.bos is False and cfg.bos_token is not None:
         raise InvalidArgument("--no-bos contradicts --bos-token; drop one of them.")
     check_device(cfg.device)
-
-
-def default_sites(model) -> list[str]:
-    """``resid.* final`` for models with a final norm (decoders), ``resid.*`` otherwise."""
-    from bagofdims.sites import all_sites
-
-    return ["resid.*", "final"] if "final" in all_sites(model) else ["resid.*"]
 
 
 def vocab_size(model, tok) -> int:
@@ -75,8 +88,13 @@ def build_cache(cfg: CacheConfig, model=None, tok=None):
 
     from bagofdims.models import load_model
     from bagofdims.signs.cache import SignCache
+    from bagofdims.sites import default_sites
 
     check_cache_config(cfg)
+    if cfg.inputs is not None:
+        from bagofdims.cli.inputs import build_example_cache
+
+        return build_example_cache(cfg, model, tok)
     out = Path(cfg.out or run_dir(cfg.model, "cache"))
     exists = out.exists()
     if exists and not cfg.overwrite and not (out / "meta.json").exists():
@@ -94,7 +112,7 @@ def build_cache(cfg: CacheConfig, model=None, tok=None):
         return reuse_cache(out, cfg, model, tok, sites)
     tokens = None if cfg.tokens is None else torch.arange(cfg.tokens)
     cache = SignCache.build(model, tok, sites=sites, bos=cfg.bos, bos_token=cfg.bos_token,
-                            tokens=tokens, batch_size=cfg.batch_size, magnitudes=cfg.magnitudes,
+                            tokens=tokens, batch_size=cfg.batch_size or 512, magnitudes=cfg.magnitudes,
                             checkpoint=out.with_name(out.name + ".partial"))
     cache.save(out, overwrite=cfg.overwrite)
     return cache
@@ -155,6 +173,10 @@ def summary(cache) -> str:
     """A short human-readable description of a sign cache."""
     from bagofdims.sites import describe
 
+    if cache.is_examples:
+        from bagofdims.cli.inputs import example_summary
+
+        return example_summary(cache)
     meta = cache.meta
     disk = sum(f.stat().st_size for f in cache.path.iterdir() if f.is_file()) if cache.path else 0
     dense = len(cache) * sum(meta.sites.values()) * 4

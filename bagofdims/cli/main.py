@@ -6,6 +6,7 @@
     bagofdims activations --model smollm2 --sites resid.10 --texts docs.txt --out runs/acts
     bagofdims catalog --model smollm2                                # -> runs/smollm2/catalog
     bagofdims query runs/smollm2/catalog country
+    bagofdims capture --model DIR --inputs data/clips   # examples: SRC/<label>/<file> -> inputs-cache
     bagofdims steer --model smollm2 --feature fruit --prompt "My favourite fruit is"
     bagofdims serve runs/smollm2/catalog --model smollm2            # http://127.0.0.1:8765
     bagofdims export-html runs/smollm2/catalog out/site

@@ -29,7 +29,7 @@ class CatalogConfig:
     out: Annotated[Optional[str], flag("runs/MODEL/catalog", "DIR")] = None
     """Catalog directory to write."""
     categories: str = "default"
-    """Shipped category set, or a JSON file ({name: [words]})."""
+    """Shipped category set, or a JSON file ({name: [words]}); labels for an example cache."""
     sites: list[str] = field(default_factory=lambda: ["resid.*"])
     """Cached sites (names or globs) to discover features at."""
     method: Literal["topk", "tau", "null"] = "topk"
@@ -38,8 +38,9 @@ class CatalogConfig:
     """Dims per feature (topk)."""
     tau: float = 0.75
     """Per-dim AUC threshold (tau)."""
-    n_anchors: int = 50
-    """Anchor words per category (the rest are held out for evaluation)."""
+    n_anchors: Annotated[Optional[float], flag("50 words; 0.5 of an example category", "N")] = None
+    """Anchor words per category (the rest are held out for evaluation); for an example cache a
+    count of groups (or examples), or a fraction of them below 1."""
     n_min_held_out: int = 10
     """Fewest held-out members a category needs to be evaluated (else it is skipped and listed)."""
     forms: Literal["initial", "both", "bare"] = "initial"
@@ -60,16 +61,30 @@ def _build(cfg: CatalogConfig, tokenizer=None):
     from bagofdims.signs.cache import SignCache
 
     check_positive("-k", cfg.k)
-    check_positive("--n-anchors", cfg.n_anchors)
+    n_anchors = cfg.n_anchors
+    if n_anchors is not None:
+        check_positive("--n-anchors", n_anchors)
+        n_anchors = int(n_anchors) if n_anchors >= 1 else n_anchors
+        if n_anchors >= 1 and n_anchors != cfg.n_anchors:
+            raise InvalidArgument(f"--n-anchors {cfg.n_anchors}: give a whole count, or a "
+                                  "fraction below 1 (example caches).")
     check_positive("--n-min-held-out", cfg.n_min_held_out)
     discovery = DiscoveryConfig(method=cfg.method, k=cfg.k, tau=cfg.tau)  # checks tau
     cache = SignCache.load(cfg.cache or run_dir(cfg.model or DEFAULT_MODEL, "cache"))
-    out = Path(cfg.out or run_dir(cfg.model or cache.model_name, "catalog"))
+    kind = "inputs-catalog" if cache.is_examples else "catalog"  # beside runs/MODEL/inputs-cache
+    out = Path(cfg.out or run_dir(cfg.model or cache.model_name, kind))
     if out.exists() and not cfg.overwrite:
         raise AlreadyExists(f"{out} exists; pass --overwrite to replace it, or choose another --out.")
-    tokenizer = tokenizer or load_tokenizer(cache.model_name)
-    cat = Catalog.build(cache, categories=cfg.categories, sites=cfg.sites, tokenizer=tokenizer,
-                        config=discovery, n_anchors=cfg.n_anchors,
+    if cache.is_examples:  # categories are labels: no tokenizer involved
+        categories = "labels" if cfg.categories == "default" else cfg.categories
+    else:
+        categories = cfg.categories
+        if isinstance(n_anchors, float):
+            raise InvalidArgument(f"--n-anchors {n_anchors}: a vocabulary cache takes a count of "
+                                  "anchor words (a fraction is for example caches).")
+        tokenizer = tokenizer or load_tokenizer(cache.model_name)
+    cat = Catalog.build(cache, categories=categories, sites=cfg.sites, tokenizer=tokenizer,
+                        config=discovery, n_anchors=n_anchors,
                         n_min_held_out=cfg.n_min_held_out, forms=cfg.forms)
     cat.save(out, overwrite=cfg.overwrite)
     return cat, out
@@ -107,7 +122,7 @@ class QueryConfig:
     dim: Annotated[Optional[int], flag("none", "DIM")] = None
     """Explain this dimension instead: tokens most positive and negative on it, features using it."""
     k: Annotated[int, flag(aliases=("-k",))] = 12
-    """Tokens to show."""
+    """Tokens (or examples) to show."""
 
 
 def load_catalog(path: str):
@@ -116,6 +131,8 @@ def load_catalog(path: str):
     from bagofdims.models import load_tokenizer
 
     cat = Catalog.load(path)
+    if cat.meta.examples:  # rows are examples, named by index, label and source
+        return cat
     cat.tokenizer = load_tokenizer(cat.model_name)  # checked against the catalog's fingerprint
     return cat
 
@@ -167,6 +184,10 @@ def query(cfg: QueryConfig) -> None:
     dims = ", ".join(f"{int(d)}{'+' if s > 0 else '-'}" for d, s in zip(f.dims[:16], f.signs[:16]))
     print(f"  dims   {dims}{' ...' if len(f) > 16 else ''}")
     print(f"  anchors  {' '.join(w.strip() for w in f.anchor_words[:12])} ...")
+    if cat.meta.examples:
+        from bagofdims.cli.inputs import print_top_examples
+
+        return print_top_examples(cat, f.name, f.site, cfg.k)
     top = cat.top_tokens(f.name, k=cfg.k, site=f.site)
     print("  top tokens  " + "  ".join(f"{t.strip()!s}:{s:.2f}" for t, s in top))
 
@@ -176,9 +197,18 @@ def _explain(cat, site: str, dim: int, k: int) -> None:
     if not 0 <= dim < width:
         raise OutOfRange(f"--dim {dim} is outside {site}, which has {width} dims (0..{width - 1}).")
     ex = cat.explain_dim(site, dim, k=k)
-    print(f"{site} dim {dim}: positive on {ex['positive_rate']:.1%} of the vocabulary")
-    print(f"  most +  {' '.join(repr(t) for t in ex['most_positive'])}")
-    print(f"  most -  {' '.join(repr(t) for t in ex['most_negative'])}")
+    rows = "examples" if cat.meta.examples else "vocabulary"
+    print(f"{site} dim {dim}: positive on {ex['positive_rate']:.1%} of the {rows}")
+    if cat.meta.examples:
+        from bagofdims.cli.inputs import example_source
+
+        for sign in ("positive", "negative"):
+            print(f"  most {'+' if sign == 'positive' else '-'}")
+            for text in ex[f"most_{sign}"]:  # "#ROW label/group", see catalog.examples.describe
+                print(f"    {text}  {example_source(cat, int(text.split()[0][1:]))}")
+    else:
+        print(f"  most +  {' '.join(repr(t) for t in ex['most_positive'])}")
+        print(f"  most -  {' '.join(repr(t) for t in ex['most_negative'])}")
     if ex["ranked_by"] == "value":
         print("  (ranked by value)")
     else:
