@@ -88,3 +88,15 @@ class HookError(BagOfDimsError, RuntimeError):
 
 class NumericalError(BagOfDimsError, FloatingPointError):
     """A computation produced NaN or infinity."""
+
+
+class OutOfMemory(BagOfDimsError, MemoryError):
+    """A device ran out of memory even at the smallest batch."""
+
+
+class ProcessGroupError(BagOfDimsError, RuntimeError):
+    """Another process of a multi-process run failed, died or stopped answering."""
+
+    def __init__(self, message: str, relayed: bool = False):
+        super().__init__(message)
+        self.relayed = relayed  # raised because another process failed (it reports why)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from bagofdims.capture import no_cache_kwargs
+from bagofdims.devices import input_device
 from bagofdims.errors import InvalidArgument
 
 DOCUMENT_SEPARATOR = "<|endoftext|>"
@@ -66,10 +67,19 @@ class TextStart:
 # rule name -> the token id it finds (or None); tried in this order
 _START_RULES = (
     ("tokenizer", prepended),
-    ("endoftext", lambda tok: tok.get_vocab().get(DOCUMENT_SEPARATOR)),
+    ("endoftext", lambda tok: vocab_id(tok, DOCUMENT_SEPARATOR)),
     ("bos", lambda tok: tok.bos_token_id),
     ("eos", lambda tok: tok.eos_token_id),
 )
+
+
+def vocab_id(tokenizer, token: str) -> int | None:
+    """The id of a token string, or None if the vocabulary lacks it (no unknown-token id)."""
+    # one lookup and its reverse instead of get_vocab(), which builds the whole dict (~30 ms)
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or int(tid) < 0:
+        return None
+    return int(tid) if tokenizer.convert_ids_to_tokens(int(tid)) == token else None
 
 
 def document_start(tokenizer) -> tuple[int | None, str]:
@@ -110,12 +120,12 @@ def resolve_prefix(model: nn.Module, tokenizer, bos: bool | None = None,
 
 
 def _token_id(tokenizer, token: int | str) -> int:
-    vocab = tokenizer.get_vocab()
     if isinstance(token, str):
-        if token not in vocab:
+        tid = vocab_id(tokenizer, token)
+        if tid is None:
             raise InvalidArgument(f"bos_token {token!r} is not a token of this tokenizer; pass a token "
                              "string from its vocabulary (e.g. its bos_token) or an id.")
-        return int(vocab[token])
+        return tid
     tid = int(token)
     if not 0 <= tid < len(tokenizer):
         raise InvalidArgument(f"bos_token id {tid} is outside the vocabulary 0..{len(tokenizer) - 1}.")
@@ -131,7 +141,7 @@ class SingleTokenInputs:
 
     def __init__(self, model: nn.Module, bos_id: int | None, device=None):
         params = inspect.signature(model.forward).parameters
-        self.device = device if device is not None else next(model.parameters()).device
+        self.device = device if device is not None else input_device(model)
         self.bos_id = bos_id
         self.no_cache = no_cache_kwargs(model)
         self.prefix, self.key = None, None
@@ -156,9 +166,16 @@ class SingleTokenInputs:
 
 
 def _bos_cache(model: nn.Module, bos_id: int, device):
-    """The key/value cache of ``[BOS]`` alone, or None if the model does not return a usable one."""
+    """The key/value cache of ``[BOS]`` alone, or None if the model does not return a usable one.
+
+    Run by the model's body without its output head where it has one: the head's logits are not
+    needed, and for a large vocabulary reading its weights costs more than the body's one token.
+    """
+    body = getattr(model, "base_model", model)
+    if body is model or "use_cache" not in inspect.signature(body.forward).parameters:
+        body = model
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor([[bos_id]], device=device), use_cache=True)
+        out = body(input_ids=torch.tensor([[bos_id]], device=device), use_cache=True)
     for name in ("cache", "past_key_values"):
         kv = getattr(out, name, None)
         if kv is not None and hasattr(kv, "batch_repeat_interleave"):

@@ -37,17 +37,18 @@ from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
 from bagofdims.checks import as_indices, positive_int
+from bagofdims.devices import input_device
 from bagofdims.signs import bits
-from bagofdims.capture import Capture
-from bagofdims.inputs import SingleTokenInputs, resolve_prefix
+from bagofdims.inputs import resolve_prefix
 from bagofdims.models import fingerprint_info, model_name, tokenizer_fingerprint, weight_fingerprint
 from bagofdims.storage import atomic_dir, open_mmap, recover, sha256
 from bagofdims.sites import describe, resolve
-from bagofdims.signs.checkpoint import Checkpoint, Chunk, now
+from bagofdims.signs.checkpoint import Checkpoint, Chunk, now, run_chunks
 from bagofdims.signs.meta import CacheMeta
 from bagofdims.signs.examples import build_inputs as _build_inputs
-from bagofdims.errors import (CacheError, InvalidArgument, NotFound, NumericalError, OutOfRange,
-                              ResumeError, SafetensorsError)
+from bagofdims.signs.forward import TokenForward, autocast_name
+from bagofdims.errors import (CacheError, InvalidArgument, NotFound, OutOfRange, ResumeError,
+                              SafetensorsError)
 
 TOKEN_IDS = "_token_ids"
 
@@ -173,6 +174,7 @@ class SignCache:
         checkpoint: str | os.PathLike | None = None,
         chunk_size: int = 8192,
         progress: bool = True,
+        dtype=None,
     ) -> "SignCache":
         """One forward pass per token (``[BOS,] token``), signs of every site packed.
 
@@ -180,7 +182,10 @@ class SignCache:
         model's document-start token before each token (default ``None``: for decoder LMs, so
         no token sits at the position-0 attention sink; see :mod:`bagofdims.inputs`);
         ``bos_token`` (id or token string) picks another one. ``checkpoint``: a directory where
-        finished chunks are kept, so an interrupted build resumes there.
+        finished chunks are kept, so an interrupted build resumes there. ``dtype``:
+        ``"bfloat16"`` (or ``"float16"``) runs the forward passes under autocast, faster but with
+        some signs differing from the model's own dtype (default ``None``). On out-of-memory the
+        batch halves and the build goes on (see :mod:`bagofdims.signs.forward`).
         """
         resolved = resolve(model, sites)
         n_vocab = _vocab_size(model, tokenizer)
@@ -195,16 +200,18 @@ class SignCache:
         positive_int(chunk_size, "chunk_size")
         if chunk_size % batch_size:
             chunk_size = max(batch_size, chunk_size // batch_size * batch_size)
-        device = next(model.parameters()).device
+        device = input_device(model)
         settings = dict(
             model=model_name(model), weights=weight_fingerprint(model),
             tokenizer=tokenizer_fingerprint(tokenizer), vocab_size=n_vocab, full_vocab=full,
             n_tokens=len(ids), bos=bos_id is not None, bos_id=bos_id,
             bos_token=tokenizer.convert_ids_to_tokens(bos_id) if bos_id is not None else None,
             bos_rule=bos_rule, dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
-            magnitudes=magnitudes, batch_size=batch_size, chunk_size=chunk_size,
+            autocast=autocast_name(dtype), magnitudes=magnitudes, batch_size=batch_size,
+            chunk_size=chunk_size,
             tokens_sha256=hashlib.sha256(ids.numpy().tobytes()).hexdigest()[:16],
             weights_hashed=fingerprint_info(model))
+        forward = TokenForward(model, [s.name for s in resolved], bos_id, batch_size, device, dtype)
         t0 = time.perf_counter()
         key = dict(settings, sites=[site.name for site in resolved])
         ckpt = Checkpoint(checkpoint, key) if checkpoint is not None else None
@@ -212,24 +219,26 @@ class SignCache:
         chunks = list(range(0, len(ids), chunk_size))
         bar = tqdm(total=len(ids), desc=f"sign cache {settings['model']}", unit="tok",
                    disable=not progress, smoothing=0.1)
-        for ci, start in enumerate(chunks):
-            done = ckpt.load(ci) if ckpt else None
-            if done is None:
-                done = _run_chunk(model, resolved, ids[start:start + chunk_size], bos_id,
-                                  batch_size, magnitudes, device, bar)
-                if ckpt:
-                    ckpt.save(ci, done)
-            else:
-                bar.update(len(ids[start:start + chunk_size]))
-            parts.append(done)
-        bar.close()
+
+        def chunk(ci: int) -> Chunk:
+            start = chunks[ci]
+            return _run_chunk(forward, ids[start:start + chunk_size], magnitudes, bar)
+
+        # Under several processes (bagofdims.parallel) each computes its share of the chunks into
+        # the checkpoint and the main process assembles them all; the others return None.
+        try:
+            parts = run_chunks(ckpt, [len(ids[s:s + chunk_size]) for s in chunks], chunk, bar)
+        finally:
+            bar.close()  # before any error message
+        if parts is None:
+            return None
         signs = {s.name: np.concatenate([p.signs[s.name] for p in parts]) for s in resolved}
         signs[TOKEN_IDS] = ids.numpy().astype(np.int64)
         mags = ({s.name: np.concatenate([p.mags[s.name] for p in parts]) for s in resolved}
                 if magnitudes else None)
         meta = CacheMeta(**settings, sites={s.name: parts[0].widths[s.name] for s in resolved},
                          created=ckpt.created if ckpt else now(),
-                         build_seconds=round(time.perf_counter() - t0, 1))
+                         build_seconds=round(time.perf_counter() - t0, 1), **forward.record())
         cache = cls(meta, signs, mags)
         if ckpt:
             cache._checkpoint = ckpt.path
@@ -327,28 +336,18 @@ class SignCache:
         return cache
 
 
-def _run_chunk(model, sites, ids, bos_id, batch_size, magnitudes, device, bar) -> Chunk:
+def _run_chunk(forward: TokenForward, ids, magnitudes, bar) -> Chunk:
     """Forward one chunk of tokens in batches; return packed signs (+ magnitudes) per site."""
-    signs: dict[str, list] = {s.name: [] for s in sites}
-    mags: dict[str, list] = {s.name: [] for s in sites} if magnitudes else {}
+    signs: dict[str, list] = {name: [] for name in forward.sites}
+    mags: dict[str, list] = {name: [] for name in forward.sites} if magnitudes else {}
     widths: dict[str, int] = {}
-    inputs = SingleTokenInputs(model, bos_id, device)  # a BOS prefix is computed once
-    with torch.inference_mode(), Capture(model, [s.name for s in sites], stop=True,
-                                         position=-1) as cap:
-        for start in range(0, len(ids), batch_size):
-            batch = ids[start:start + batch_size]
-            # Early stop after the last site skips the LM head.
-            cap.run(**inputs(batch))
-            for s in sites:
-                value = cap[s.name]
-                if not torch.isfinite(value).all():
-                    raise NumericalError(
-                        f"NaN or infinity at site {s.name}; the model's weights or dtype are "
-                        "broken (try dtype=torch.float32).")
-                signs[s.name].append(bits.pack_signs(value).cpu().numpy())
-                widths[s.name] = value.shape[-1]
+    with torch.inference_mode(), forward.capture() as cap:
+        for batch, values in forward.batches(cap, ids):  # values checked finite
+            for name, value in zip(forward.sites, values):
+                signs[name].append(bits.pack_signs(value, check=False).cpu().numpy())
+                widths[name] = value.shape[-1]
                 if magnitudes:
-                    mags[s.name].append(value.abs().half().cpu().numpy())
+                    mags[name].append(value.abs().half().cpu().numpy())
             bar.update(len(batch))
     return Chunk({k: np.concatenate(v) for k, v in signs.items()},
                   {k: np.concatenate(v) for k, v in mags.items()}, widths)

@@ -47,6 +47,11 @@ class CacheMeta:
     files: dict[str, str] = field(default_factory=dict)  # data file -> sha256
     weights_hashed: dict[str, Any] = field(default_factory=dict)  # what the fingerprint covers
     build_seconds: float | None = None
+    # how the forward passes ran (bagofdims.signs.forward)
+    autocast: str | None = None  # "bfloat16" / "float16": under torch.autocast; None: in dtype
+    batch_size_used: int | None = None  # where the build ended: batch_size, halved on out-of-memory
+    peak_memory: int | None = None  # bytes at the build's peak (how: peak_memory_measure)
+    peak_memory_measure: str | None = None
     # example caches (bagofdims.signs.examples): rows are examples, not vocabulary tokens
     inputs: str = "tokens"  # "tokens" or "examples"
     labels: list | None = None  # per example: its label (str) or None (unlabelled)
@@ -54,6 +59,8 @@ class CacheMeta:
     pool: str | None = None  # the pooling rule's name (bagofdims.signs.pooling)
     example_sha256: str | None = None  # of every example's bytes, in order
     processor_kwargs: dict = field(default_factory=dict)  # given to the processor with each batch
+    # subset caches (bagofdims.signs.subset): rule, categories, seed, sizes and background ids
+    subset: dict | None = None
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict:
@@ -111,12 +118,45 @@ class CacheMeta:
             bad(f"bit order {self.bit_order!r}; this bagofdims reads {BIT_ORDER!r}")
         if self.batch_size < 1 or self.chunk_size < 1:
             bad("batch_size and chunk_size must be >= 1")
+        self._validate_forward(bad)
         for name, digest in self.files.items():
             if name not in DATA_FILES or not isinstance(digest, str) or not _HEX64.match(digest):
                 bad(f"files lists {name!r} -> {digest!r}; expected {DATA_FILES} with sha256 digests")
         if self.magnitudes != ("magnitudes.safetensors" in self.files) and self.files:
             bad("magnitudes flag and the files listed disagree")
         self._validate_inputs(bad)
+        if self.subset is not None:
+            self._validate_subset(bad)
+
+    def _validate_subset(self, bad) -> None:
+        sub, keys = self.subset, dict(SUBSET_KEYS)
+        if set(sub) != set(keys) or not all(isinstance(sub[k], t) and not isinstance(sub[k], bool)
+                                            for k, t in keys.items()):
+            bad(f"subset must map {({k: t.__name__ for k, t in keys.items()})}, got {sub!r:.200}")
+        ids = sub["background_ids"]
+        if sub["rule"] != SUBSET_RULE or self.full_vocab or self.inputs != "tokens":
+            bad(f"subset rule {sub['rule']!r} on a {'full' if self.full_vocab else 'partial'} "
+                f"{self.inputs} cache; expected {SUBSET_RULE!r} on a partial token cache")
+        lo, hi = max(sub["n_members"], len(ids)), sub["n_members"] + len(ids)
+        if sub["n_tokens"] != self.n_tokens or sub["background"] != len(ids) or \
+                sub["n_categories"] < 1 or not lo <= self.n_tokens <= hi:
+            bad(f"subset sizes disagree: {sub['n_members']} members + {len(ids)} background ids "
+                f"(background={sub['background']}) cannot make {self.n_tokens} rows")
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids) or \
+                any(b <= a for a, b in zip(ids, ids[1:])) or \
+                ids and not 0 <= ids[0] <= ids[-1] < self.vocab_size:
+            bad("subset background_ids must be increasing vocabulary ids in "
+                f"0..{self.vocab_size - 1}")
+
+    def _validate_forward(self, bad) -> None:
+        if self.autocast not in (None, "bfloat16", "float16"):
+            bad(f"autocast is {self.autocast!r}, expected None, 'bfloat16' or 'float16'")
+        if self.batch_size_used is not None and not 1 <= self.batch_size_used <= self.batch_size:
+            bad(f"batch_size_used {self.batch_size_used} is not in 1..batch_size {self.batch_size}")
+        if (self.peak_memory is None) != (self.peak_memory_measure is None) or \
+                (self.peak_memory or 0) < 0:
+            bad(f"peak_memory {self.peak_memory!r} / peak_memory_measure "
+                f"{self.peak_memory_measure!r} must both be given (bytes >= 0) or both be None")
 
     def _validate_inputs(self, bad) -> None:
         example_fields = ("labels", "groups", "pool", "example_sha256")
@@ -145,7 +185,7 @@ class CacheMeta:
     def resume_key(self) -> dict:
         """The settings an interrupted build must share with its resume (the output depends on them)."""
         keys = ("model", "weights", "tokenizer", "n_tokens", "sites", "bos", "bos_id", "dtype",
-                "magnitudes", "batch_size", "chunk_size", "tokens_sha256", "inputs", "pool",
+                "autocast", "magnitudes", "batch_size", "chunk_size", "tokens_sha256", "inputs", "pool",
                 "example_sha256", "processor_kwargs")
         return {k: getattr(self, k) for k in keys}
 
@@ -157,10 +197,15 @@ _TYPES: dict[str, tuple] = {
     "dtype": (str,), "magnitudes": (bool,), "batch_size": (int,), "chunk_size": (int,),
     "tokens_sha256": (str,), "bit_order": (str,), "created": (str,), "files": (dict,),
     "weights_hashed": (dict,), "build_seconds": (int, float, type(None)),
+    "autocast": (str, type(None)), "batch_size_used": (int, type(None)),
+    "peak_memory": (int, type(None)), "peak_memory_measure": (str, type(None)),
     "inputs": (str,), "labels": (list, type(None)), "groups": (list, type(None)),
     "pool": (str, type(None)), "example_sha256": (str, type(None)), "processor_kwargs": (dict,),
-    "format_version": (int,),
+    "subset": (dict, type(None)), "format_version": (int,),
 }
+SUBSET_RULE = "categories+background"  # members of a category set + a seeded random background
+SUBSET_KEYS = {"rule": str, "categories": str, "forms": str, "n_categories": int, "n_members": int,
+               "background": int, "seed": int, "n_tokens": int, "background_ids": list}
 
 
 def _required(f: dataclasses.Field) -> bool:
