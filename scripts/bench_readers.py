@@ -4,28 +4,44 @@
     python scripts/bench_readers.py --threads 1 --queries 256
     python scripts/bench_readers.py --threads 1 --search-threads 4   # + one index, 4 callers
 
-Workloads (random bits; timings do not depend on the data):
-  * top-k: ``--queries`` query states against ``--keys`` cached states of ``--dim`` bits, top ``-k``.
-    Baseline: faiss ``IndexBinaryFlat`` (skipped if faiss is not installed). Both indexes are
-    built before the timed searches; the one-shot ``hamming_topk`` also times unpacking.
+Workloads (random bits):
+  * top-k: ``--queries`` queries against ``--keys`` keys of ``--dim`` bits, top ``-k``, for two
+    kinds of query: random rows, and the keys' own rows (self-search, e.g. nearest tokens of a
+    cache, where each query finds itself at full agreement). Baseline: faiss ``IndexBinaryFlat``
+    (its ties in its own order). Timed: ``HammingIndex.search`` with the default backend, the
+    other backend, and the torch kernel as of ``--old-ref`` (read from git, for reference).
+    Every index is built before the timed searches. ``--rounds`` interleaved rounds (each round
+    runs every method once on both kinds, after one warm-up each); medians are printed, and
+    each median's ratio to faiss's median (< 1: faster than faiss).
   * feature scoring: every cached state against ``--features`` features of 10-100 dims each.
-  * ``--search-threads T``: T Python threads search one shared ``HammingIndex`` at once (each
+  * ``--search-threads T``: T Python threads search one shared default index at once (each
     its share of the queries); checks the results equal the single-caller search.
-Prints best-of-``--repeats`` wall time per method and its ratio to the faiss baseline
-(ratio < 1 means faster than faiss), and checks that the results match faiss's (ties aside).
+
+Checks: all backends return identical results; their agreements equal faiss's distances
+row by row; on ``--check-rows`` rows, indices equal a numpy XOR + popcount brute force with
+ties to the lowest index. On a machine shared with other work the medians still move between
+runs: compare ratios within one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import subprocess
 import threading
 import time
+import types
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from bagofdims.signs import bits, hamming
+
+# The torch kernel before the exact-ties faiss default (bf16 with an fp32 fallback for rows
+# beyond the bf16-exact range); read from git so the comparison stays in one run.
+OLD_REF = "a41d6bb4cdc6bf594c03c5881b7d442a8f048462"
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -48,73 +64,107 @@ def set_threads(n: int) -> None:
         pass
 
 
-def check_against_faiss(values: torch.Tensor, idx: torch.Tensor, f_dist: np.ndarray,
-                        f_idx: np.ndarray, agree_all: Callable[[np.ndarray], np.ndarray], d: int) -> str:
-    """Same agreement values row by row, and the same keys above each row's k-th value."""
-    f_vals = d - torch.from_numpy(f_dist.astype(np.int64))
-    if not torch.equal(values.long(), f_vals):
-        return "MISMATCH (values)"
-    kth = f_vals[:, -1:]
-    ours = [set(r[v > t].tolist()) for r, v, t in zip(idx, values.long(), kth)]
-    theirs = [set(r[v > t].tolist()) for r, v, t in zip(torch.from_numpy(f_idx), f_vals, kth)]
-    if ours != theirs:
-        return "MISMATCH (indices)"
-    # ties at the k-th value: each returned index must really have that agreement
-    rows = agree_all(idx.numpy())
-    if not np.array_equal(rows, values.numpy()):
-        return "MISMATCH (tied indices)"
-    return "identical (tie order aside)"
+def load_old_kernel(ref: str) -> types.ModuleType | None:
+    """``bagofdims/signs/hamming.py`` as of git ``ref``, as a module (None if unavailable)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        src = subprocess.run(["git", "show", f"{ref}:bagofdims/signs/hamming.py"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    mod = types.ModuleType("hamming_old")
+    exec(compile(src, f"{ref[:8]}:hamming.py", "exec"), mod.__dict__)
+    return mod
 
 
-def bench_topk(args: argparse.Namespace, threads: int) -> None:
+def brute_rows(q: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the top-k by (agreement desc, index asc) per row: XOR + popcount in numpy."""
+    out = []
+    for i in range(0, len(q), 8):  # bounds the [8, m, bytes] temporary
+        dist = np.bitwise_count(q[i : i + 8, None, :] ^ keys[None, :, :]).sum(-1, dtype=np.int64)
+        out.append(np.argsort(dist, axis=1, kind="stable")[:, :k])
+    return np.concatenate(out)
+
+
+BASE = "faiss IndexBinaryFlat (baseline)"
+
+
+def bench_topk(args: argparse.Namespace) -> None:
     g = torch.Generator().manual_seed(0)
-    nb = bits.packed_width(args.dim)
-    q = torch.randint(0, 256, (args.queries, nb), dtype=torch.uint8, generator=g)
-    keys = torch.randint(0, 256, (args.keys, nb), dtype=torch.uint8, generator=g)
-    q_bits, k_bits = bits.pack_signs(bits.unpack_signs(q, args.dim)), bits.pack_signs(
-        bits.unpack_signs(keys, args.dim))  # zero the padding bits for faiss
-    print(f"\n[top-{args.k}] {args.queries} queries x {args.keys} keys x {args.dim} bits, "
-          f"{threads} thread(s)")
-    results: dict[str, float] = {}
-    base = None
+    keys = bits.pack_signs(torch.randn(args.keys, args.dim, generator=g))  # padding bits zero
+    kinds = {"random": bits.pack_signs(torch.randn(args.queries, args.dim, generator=g)),
+             "self": keys[torch.randperm(args.keys, generator=g)[: args.queries]]}
+    default = hamming.resolve_backend("auto", keys.device)
+    methods: dict[str, Callable[[torch.Tensor], object]] = {}
     try:
         import faiss
 
-        index = faiss.IndexBinaryFlat(nb * 8)
-        index.add(k_bits.numpy())
-        base, (f_dist, f_idx) = best_time(lambda: index.search(q_bits.numpy(), args.k), args.repeats)
-        results["faiss IndexBinaryFlat"] = base
+        f_index = faiss.IndexBinaryFlat(keys.shape[1] * 8)
+        f_index.add(keys.numpy())
+        methods[BASE] = lambda q: f_index.search(q.numpy(), args.k)
     except ImportError:
-        print("  faiss not installed: no baseline (pip install bagofdims[fast])")
+        print("faiss not installed: no baseline (pip install bagofdims[fast])")
+    index = hamming.HammingIndex(keys, args.dim)
+    name_default = f"HammingIndex.search default ({default})"
+    methods[name_default] = lambda q: index.search(q, args.k)
+    other = "faiss" if default == "torch" else "torch"
+    if other == "torch" or hamming.hamming_faiss.available():
+        o_index = hamming.HammingIndex(keys, args.dim, backend=other)
+        methods[f"HammingIndex.search backend={other}"] = lambda q: o_index.search(q, args.k)
+    old = load_old_kernel(args.old_ref) if args.old_ref else None
+    if old is not None:
+        old_index = old.HammingIndex(keys, args.dim)
+        methods[f"old torch kernel ({args.old_ref[:7]})"] = lambda q: old_index.search(q, args.k)
 
-    # like faiss's index, ours is built once outside the timed search (it unpacks the keys)
-    index = hamming.HammingIndex(k_bits, args.dim)
-    t, (vals, idx) = best_time(lambda: index.search(q_bits, args.k), args.repeats)
-    results["hamming.HammingIndex.search"] = t
-    results["hamming.hamming_topk (one-shot: unpacks keys too)"] = best_time(
-        lambda: hamming.hamming_topk(q_bits, k_bits, args.dim, args.k), args.repeats)[0]
+    # every (threads, method, query kind) once per round, rounds interleaved
+    times: dict[tuple, list[float]] = {}
+    outs = {}
+    for n in args.threads:
+        set_threads(n)
+        for name, fn in methods.items():  # warm-up (builds buffers); outputs checked below
+            for kind, q in kinds.items():
+                outs[(name, kind)] = fn(q)
+    for _ in range(args.rounds):
+        for n in args.threads:
+            set_threads(n)
+            for name, fn in methods.items():
+                for kind, q in kinds.items():
+                    t0 = time.perf_counter()
+                    fn(q)
+                    times.setdefault((n, name, kind), []).append(time.perf_counter() - t0)
+    med = {key: statistics.median(v) for key, v in times.items()}
+    base = BASE if BASE in methods else None
+    for n in args.threads:
+        print(f"\n[top-{args.k}] {args.queries} queries x {args.keys} keys x {args.dim} bits, "
+              f"{n} thread(s): median wall time of {args.rounds} interleaved rounds")
+        print(f"  {'method':<44s} {'random':>8s} {'x faiss':>8s} {'self':>8s} {'x faiss':>8s}")
+        for name in methods:
+            cells = []
+            for kind in kinds:
+                t = med[(n, name, kind)]
+                cells += [f"{t:7.3f}s", f"x{t / med[(n, base, kind)]:.2f}" if base else "-"]
+            print(f"  {name:<44s} {cells[0]:>8s} {cells[1]:>8s} {cells[2]:>8s} {cells[3]:>8s}")
 
-    qf = bits.unpack_signs(q_bits, args.dim, torch.float32)
-    kf = bits.unpack_signs(k_bits, args.dim, torch.float32)
-    results["fp32 +-1 matmul + topk (full matrix)"] = best_time(
-        lambda: torch.topk(qf @ kf.T, args.k, dim=1), args.repeats)[0]
-
-    if args.numpy_rows:
-        k64 = np.ascontiguousarray(np.pad(k_bits.numpy(), ((0, 0), (0, (-nb) % 8)))).view(np.uint64)
-        q64 = np.ascontiguousarray(np.pad(q_bits.numpy(), ((0, 0), (0, (-nb) % 8)))).view(np.uint64)
-        rows = min(args.numpy_rows, args.queries)
-
-        def np_naive() -> None:
-            for i in range(rows):
-                dist = np.bitwise_count(q64[i] ^ k64).sum(1)
-                np.argpartition(dist, args.k)[: args.k]
-
-        t_np = best_time(np_naive, 1)[0] * args.queries / rows
-        results[f"numpy bitwise_count (extrapolated from {rows} rows)"] = t_np
+    print("\n[top-k results]")
+    for kind, q in kinds.items():
+        ours = [outs[(name, kind)] for name in methods if name != base]
+        v0, i0 = ours[0]
+        same = all(torch.equal(v, v0) and torch.equal(i, i0) for v, i in ours[1:])
+        line = f"  {kind}: {len(ours)} HammingIndex variants identical: {same}"
+        if base:
+            f_dist = outs[(base, kind)][0]
+            line += f"; agreements = faiss's: {np.array_equal(args.dim - f_dist, v0.numpy())}"
+        rows = min(args.check_rows, len(q))
+        if rows:
+            want = brute_rows(q[:rows].numpy(), keys.numpy(), args.k)
+            line += f"; indices = brute force on {rows} rows: {np.array_equal(want, i0[:rows].numpy())}"
+        print(line)
 
     if args.search_threads > 1:
-        n_t = args.search_threads
-        parts = [q_bits[i::n_t] for i in range(n_t)]
+        set_threads(args.threads[0])
+        n_t, q = args.search_threads, kinds["random"]
+        vals, idx = outs[(name_default, "random")]
+        parts = [q[i::n_t] for i in range(n_t)]
         got: list = [None] * n_t
 
         def concurrent() -> None:
@@ -126,25 +176,11 @@ def bench_topk(args: argparse.Namespace, threads: int) -> None:
             for th in ts:
                 th.join()
 
-        results[f"HammingIndex.search, {n_t} callers on one index"] = best_time(concurrent, args.repeats)[0]
+        t = best_time(concurrent, args.rounds)[0]
         same = all(torch.equal(got[i][1], idx[i::n_t]) and torch.equal(got[i][0], vals[i::n_t])
                    for i in range(n_t))
-        print(f"  {n_t} concurrent callers give the single-caller results: {same}")
-
-    for name, t in results.items():
-        ratio = f"  x{t / base:.2f} of faiss" if base else ""
-        print(f"  {name:<52s} {t:7.3f} s{ratio}")
-    if base is not None:
-        status = check_against_faiss(vals, idx, f_dist, f_idx, lambda ix: _agree_rows(
-            q_bits, k_bits, ix, args.dim), args.dim)
-        print(f"  results vs faiss: {status}")
-
-
-def _agree_rows(q: torch.Tensor, keys: torch.Tensor, ix: np.ndarray, d: int) -> np.ndarray:
-    """Agreement of each query with each of its own returned keys, [n, k]."""
-    pm_q = bits.unpack_signs(q, d, torch.int32)
-    pm_k = bits.unpack_signs(keys[torch.from_numpy(ix)], d, torch.int32)  # [n, k, d]
-    return (((pm_q[:, None, :] * pm_k).sum(-1) + d) // 2).to(torch.int32).numpy()
+        print(f"  {n_t} callers on one default index ({args.threads[0]} thread(s)): best {t:.3f}s; "
+              f"results = single caller's: {same}")
 
 
 def bench_features(args: argparse.Namespace, threads: int) -> None:
@@ -180,15 +216,18 @@ def main() -> None:
     p.add_argument("-k", type=int, default=100)
     p.add_argument("--features", type=int, default=200)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="best-of repeats (feature scoring)")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (top-k)")
+    p.add_argument("--check-rows", type=int, default=64,
+                   help="rows checked against a numpy brute force (0 skips it)")
+    p.add_argument("--old-ref", default=OLD_REF,
+                   help="git revision whose torch kernel is timed for reference ('' skips it)")
     p.add_argument("--search-threads", type=int, default=0,
                    help="also time this many Python threads searching one shared index")
-    p.add_argument("--numpy-rows", type=int, default=64,
-                   help="queries for the naive numpy baseline (extrapolated; 0 skips it)")
     args = p.parse_args()
+    bench_topk(args)
     for n in args.threads:
         set_threads(n)
-        bench_topk(args, n)
         bench_features(args, n)
 
 

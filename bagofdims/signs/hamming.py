@@ -1,19 +1,34 @@
 """Exact Hamming top-k search over packed sign rows: :class:`HammingIndex` and :func:`hamming_topk`.
 
-Scores are ±1 dot products (``dot = 2 * agreement - d``) from one matrix product per block of
-queries x keys, on the keys' device. On CPU the product runs in bf16 with bf16 output (oneDNN AMX
-/ AVX512-BF16): dots are even integers, exact in bf16 while ``|dot| <= 512``; a row whose block
-reaches beyond that (near-duplicate keys, or ``d > 512`` extremes) is recomputed in fp32, so the
-result is always exact. On CUDA the product runs in fp16 (exact for ``d <= 2048``).
+Two backends give the same answer, ties broken by the lowest key index:
 
-Selection is exact, ties broken by the lowest key index: each score block is cut into strided
-column groups whose maxima give a lower bound on the k-th best score (from a per-row histogram of
-the small integer maxima); only the groups reaching it are gathered and ranked by the composite
-key ``dot * 2**32 - column``. Like faiss's ``IndexBinaryFlat``, an index keeps its keys in the
-form the kernel wants (unpacked ±1), so repeated searches do not pay for unpacking.
+* ``"torch"``: ±1 dot products (``dot = 2 * agreement - d``) from one matrix product per block of
+  queries x keys on the keys' device, then an exact selection. On CPU the product runs in bf16
+  with bf16 output (AMX / AVX512-BF16), exact while ``|dot| <= 510``. Beyond that (a query's own
+  row or near-duplicates, at ``d > 510``) a value may be rounded; rounding is monotone, so the
+  selected set is still right whenever the k-th value is exact, and only the few selected
+  values above 510 are recounted exactly from the packed bits (XOR + popcount) and re-sorted. A
+  row whose k-th value itself is beyond 510 is scored exactly from bf16 products over chunks of
+  256 dimensions (each exact) summed in fp32. On CUDA the product runs in fp16 (exact for
+  ``d <= 2048``, fp32 beyond).
+* ``"faiss"`` (CPU, ``pip install bagofdims[fast]``): faiss ``IndexBinaryFlat`` over the packed
+  keys, ties made exact as in :mod:`bagofdims.signs.hamming_faiss`.
+
+``"auto"`` (the default) takes torch on GPUs and on CPUs with AMX tiles (there the bf16 product
+of 1,024 x 49,152 x 576 takes ~0.05 s against ~0.2 s for faiss's whole search, and the torch
+search measured x0.8 of faiss's time); elsewhere faiss when installed (on a Zen 4 CPU without
+AMX the torch kernel measured x1.6-2.0 of faiss's time), else torch. ``scripts/bench_readers.py``
+prints both backends against plain faiss.
+
+Selection (torch): each score block is cut into strided column groups; the k-th largest group
+maximum is a lower bound on the k-th best score, so every top-k element (ties included) lies in
+a group whose maximum reaches it. A top-(k + k/2 + 8) of the group maxima finds them (rows
+where the last one still reaches the bound are redone with twice as many); their columns are
+ranked by the composite key ``dot * kc - column``. An index keeps its keys in the form its
+kernel wants (unpacked ±1 for torch, packed for faiss), so repeated searches do not re-pack.
 
 An index is safe to search from many threads at once: its keys are read-only after
-construction, and each search borrows a score buffer of its own from a small pool.
+construction, and each torch search borrows a score buffer of its own from a small pool.
 """
 
 from __future__ import annotations
@@ -21,9 +36,11 @@ from __future__ import annotations
 import operator
 import threading
 
+import numpy as np
 import torch
 
-from bagofdims.signs.bits import check_packed, matmul_dtype, tail_mask, packed_width, unpack_signs
+from bagofdims.signs import hamming_faiss
+from bagofdims.signs.bits import check_packed, matmul_dtype, tail_mask, unpack_signs
 from bagofdims.errors import InvalidArgument, InvalidType
 
 # Score-matrix block (queries x keys) kept at about this many entries: big enough for an
@@ -38,8 +55,10 @@ _KEY_SHIFT = 1 << 32
 _GROUPS_PER_K = 32
 _I64_MIN = torch.iinfo(torch.int64).min
 _BF16_EXACT = 510  # even |dot| <= 510 is exact in bf16; 512 may be a rounded 514
+_EXACT_CHUNK = 256  # any sum of <= 256 terms of ±1 is exact in bf16, whatever the accumulation
 # Score buffers an index keeps for reuse: one per search running at the same time, up to this.
 _POOL_MAX = 8
+BACKENDS = ("auto", "torch", "faiss")
 
 
 def _check_k(k, m: int) -> int:
@@ -55,63 +74,84 @@ def _check_k(k, m: int) -> int:
     return k
 
 
+def _amx() -> bool:
+    try:
+        return bool(torch.cpu._is_amx_tile_supported()) and torch.backends.mkldnn.is_available()
+    except (AttributeError, RuntimeError):  # private torch API: absent means "unknown"
+        return False
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend ``backend`` stands for on ``device`` (see the module docstring)."""
+    if backend not in BACKENDS:
+        raise InvalidArgument(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if backend != "auto":
+        return backend
+    if device.type != "cpu" or _amx() or not hamming_faiss.available():
+        return "torch"
+    return "faiss"
+
+
 def _dot_of(key: torch.Tensor) -> torch.Tensor:
     return -torch.div(-key, _KEY_SHIFT, rounding_mode="floor")
 
 
 def _score_dtype(device: torch.device, d: int) -> torch.dtype:
     if device.type == "cpu":
-        return torch.bfloat16  # exact up to 510, checked per row (see module docstring)
+        return torch.bfloat16  # exact up to 510 (see the module docstring)
     return matmul_dtype(device, d)  # fp16 on CUDA (exact for d <= 2048), else fp32
 
 
-def _kth_bound(gmax: torch.Tensor, k: int, d: int) -> torch.Tensor:
-    """Per row, the k-th largest of integer-valued ``gmax`` ``[q, g]`` (values in [-d, d])."""
-    q = gmax.shape[0]
-    width = 2 * d + 1
-    # clamp: bf16 rounds beyond ±d near the extremes (such rows are recomputed exactly anyway)
-    flat = (gmax.to(torch.int64).clamp_(-d, d) + d) + torch.arange(q, device=gmax.device)[:, None] * width
-    hist = torch.bincount(flat.view(-1), minlength=q * width).view(q, width)
-    above = hist.flip(1).cumsum(1)  # count of values >= (d - j)
-    j = (above >= k).to(torch.int8).argmax(1)
-    return (d - j).to(gmax.dtype)
+def _ranked(s: torch.Tensor, cols: torch.Tensor, k: int, col0: int, kdt: torch.dtype) -> torch.Tensor:
+    """Top-k of ``s`` over the candidate columns ``cols`` as global composite keys, best first."""
+    kc = s.shape[1]
+    key = s.gather(1, cols).to(kdt).mul_(kc).sub_(cols.to(kdt))
+    best = key.topk(k, dim=1, sorted=True).values.to(torch.int64)
+    score = -torch.div(-best, kc, rounding_mode="floor")
+    return score * _KEY_SHIFT - (score * kc - best + col0)
 
 
 def _block_topk(s: torch.Tensor, k: int, col0: int, d: int) -> torch.Tensor:
-    """Exact top-k of one block of integer scores as composite int64 keys, best first.
-
-    Column c belongs to group c mod G. T, the k-th largest group maximum, is a lower bound on the
-    k-th largest score, so every top-k element (ties included) lies in a group whose maximum
-    is >= T; those groups (a few percent of the block) are the only ones ranked.
-    """
+    """Exact top-k of one block of integer scores ``[q, kc]`` as composite int64 keys, best
+    first (see the module docstring). ``|scores| <= d`` up to bf16 rounding."""
     q, kc = s.shape
-    group = kc // min(kc, _GROUPS_PER_K * k)
-    n_groups = kc // group  # leaves fewer than `group` leftover columns (always candidates)
     dev = s.device
-    # local composite keys ``score * kc - column`` in int32 when they fit (half the traffic)
-    kdt = torch.int32 if (d + 2) * kc < 2**31 else torch.int64
-    if group > 1:
-        gmax = s[:, : n_groups * group].view(q, group, n_groups).amax(1)
-        keep = gmax >= _kth_bound(gmax, k, d)[:, None]
-        # pack each row's kept group ids to the front; padding (-1) goes to a dummy last slot
-        slot = keep.cumsum(1) - 1
-        n_sel = int(slot[:, -1].max()) + 1
-        sel = torch.full((q, n_sel + 1), -1, dtype=torch.int64, device=dev)
-        sel.scatter_(1, torch.where(keep, slot, n_sel), torch.arange(n_groups, device=dev).expand(q, -1))
-        sel = sel[:, :n_sel]
-        steps = torch.arange(group, device=dev) * n_groups
-        cols = (sel.clamp(min=0).unsqueeze(-1) + steps).view(q, -1)
-        key = s.gather(1, cols).to(kdt).mul_(kc).sub_(cols.to(kdt))
-        key.view(q, n_sel, group).masked_fill_((sel < 0).unsqueeze(-1), torch.iinfo(kdt).min)
-        if n_groups * group < kc:  # the < n_groups leftover columns are always candidates
-            tail = torch.arange(n_groups * group, kc, device=dev, dtype=kdt)
-            key = torch.cat([key, s[:, n_groups * group:].to(kdt).mul_(kc).sub_(tail)], 1)
-    else:
-        key = s.to(kdt).mul_(kc).sub_(torch.arange(kc, device=dev, dtype=kdt))
-    best = key.topk(k, dim=1, sorted=True).values.to(torch.int64)
-    score = -torch.div(-best, kc, rounding_mode="floor")
-    col = score * kc - best
-    return score * _KEY_SHIFT - (col + col0)
+    # local keys ``score * kc - column`` in int32 when they fit (half the traffic)
+    kdt = torch.int32 if (d + d // 128 + 2) * kc < 2**31 else torch.int64
+    group = kc // min(kc, _GROUPS_PER_K * k)
+    if group == 1:
+        return _ranked(s, torch.arange(kc, device=dev).expand(q, -1), k, col0, kdt)
+    n_groups = kc // group  # column c < n_groups * group is in group c mod n_groups
+    gmax = s[:, : n_groups * group].view(q, group, n_groups).amax(1)
+    steps = torch.arange(group, device=dev) * n_groups
+    tail = torch.arange(n_groups * group, kc, device=dev)  # fewer than `group`: always candidates
+    out = torch.empty((q, k), dtype=torch.int64, device=dev)
+    todo = torch.arange(q, device=dev)
+    take = min(n_groups, k + k // 2 + 8)
+    while len(todo):
+        whole = len(todo) == q
+        gv, gi = (gmax if whole else gmax[todo]).topk(take, dim=1, sorted=True)
+        # every group reaching the bound gv[:, k-1] was taken unless the last one taken does
+        done = gv[:, -1] < gv[:, k - 1] if take < n_groups else torch.ones_like(gv[:, 0], dtype=torch.bool)
+        cols = (gi.unsqueeze(-1) + steps).view(len(todo), -1)
+        cols = torch.cat([cols, tail.expand(len(todo), -1)], 1)
+        if whole and bool(done.all()):
+            return _ranked(s, cols, k, col0, kdt)
+        r = done.nonzero().squeeze(1)
+        if len(r):
+            out[todo[r]] = _ranked(s[todo[r]], cols[r], k, col0, kdt)
+        todo = todo[~done]
+        take = min(n_groups, 2 * take)
+    return out
+
+
+def _exact_scores(q_pm: torch.Tensor, k_pm: torch.Tensor) -> torch.Tensor:
+    """±1 dot products, exact at any width: bf16 products over 256-dim chunks, summed in fp32."""
+    acc = None
+    for c0 in range(0, q_pm.shape[1], _EXACT_CHUNK):
+        part = (q_pm[:, c0 : c0 + _EXACT_CHUNK] @ k_pm[:, c0 : c0 + _EXACT_CHUNK].T).float()
+        acc = part if acc is None else acc.add_(part)
+    return acc
 
 
 def _decode(best: torch.Tensor, d: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,33 +166,48 @@ def _decode(best: torch.Tensor, d: int, largest: bool) -> tuple[torch.Tensor, to
 class HammingIndex:
     """Packed sign rows held ready for repeated exact top-k searches (cf. faiss ``IndexBinaryFlat``).
 
-    ``HammingIndex(keys, d)`` with ``keys`` uint8 ``[m, ceil(d/8)]`` on any device; memory is
-    ``m * d`` bf16/fp16 values (56 MB for SmolLM2's 49,152 x 576), plus a score buffer of up to
-    ``2**25`` values (64 MB) kept after the first search, one per concurrent search (at most
-    8 kept). ``search(queries, k)`` returns ``(agreement int32 [n, k], key index int64 [n, k])``,
-    best first, ties to the lowest index; ``largest=False`` gives the least-agreeing keys.
-    Thread-safe: concurrent searches on one index give the same results as one at a time.
+    ``HammingIndex(keys, d, backend="auto")`` with ``keys`` uint8 ``[m, ceil(d/8)]`` on any
+    device. ``search(queries, k)`` returns ``(agreement int32 [n, k], key index int64 [n, k])``,
+    best first, ties to the lowest index; ``largest=False`` gives the least-agreeing keys. Every
+    backend gives exactly this answer (see the module docstring for which ``"auto"`` takes).
+    Memory: torch keeps ``m * d`` bf16/fp16 values (56 MB for SmolLM2's 49,152 x 576) plus a score
+    buffer of up to ``2**25`` values (64 MB) per concurrent search (at most 8 kept); faiss keeps
+    the packed rows. Thread-safe: concurrent searches on one index give the results of one at
+    a time.
     """
 
-    def __init__(self, keys: torch.Tensor, d: int, offset: int = 0):
+    def __init__(self, keys: torch.Tensor, d: int, offset: int = 0, backend: str = "auto"):
         check_packed(keys, d, "keys")
         if keys.dim() != 2:
             raise InvalidArgument("HammingIndex expects 2-D [rows, bytes] keys.")
         if keys.shape[0] + offset >= _KEY_SHIFT:
             raise InvalidArgument(f"at most 2**32 keys per search, got {keys.shape[0]}; split the keys.")
         self.d, self.offset = d, offset
+        self.backend = resolve_backend(backend, keys.device)
+        self.device = keys.device
+        self._faiss = None
+        # Idle score buffers. list.pop/append are atomic, so a search takes one no other search
+        # holds without a lock; searches never wait for each other.
+        self._pool: list[torch.Tensor] = []
+        if self.backend == "faiss":
+            if offset:
+                raise InvalidArgument("backend='faiss' searches whole key sets (offset must be 0).")
+            self._faiss = hamming_faiss.FaissHamming(keys, d)
+            self._m = len(self._faiss)
+            return
+        self._m = keys.shape[0]
         self.dtype = _score_dtype(keys.device, d)
         # bf16 needs even dots: an odd width gets a constant +1 column on both sides
         self.pad = int(self.dtype == torch.bfloat16 and d % 2 == 1)
         self.keys = self._unpack(keys)
+        self._mask = tail_mask(d, keys.device)
+        # packed rows for exact recounts of bf16-rounded values (CPU only)
+        self._packed = (keys & self._mask).numpy() if self.dtype == torch.bfloat16 else None
         self._neg: torch.Tensor | None = None
         self._neg_lock = threading.Lock()
-        # Idle score buffers. list.pop/append are atomic, so a search takes one no other search
-        # holds without a lock; searches never wait for each other.
-        self._pool: list[torch.Tensor] = []
 
     def __len__(self) -> int:
-        return self.keys.shape[0]
+        return self._m
 
     def _unpack(self, packed: torch.Tensor) -> torch.Tensor:
         pm = unpack_signs(packed, self.d, self.dtype)
@@ -190,11 +245,38 @@ class HammingIndex:
         if buf.device.type == "cpu" and len(self._pool) < _POOL_MAX:
             self._pool.append(buf)
 
+    def _exact_top(self, top: torch.Tensor, q_packed: np.ndarray, q_pm: torch.Tensor,
+                   kp: torch.Tensor, k: int, largest: bool) -> torch.Tensor:
+        """CPU ``top`` from bf16 scores made exact (see the module docstring), in place. The
+        recount runs in numpy: a few dozen tiny torch ops would each be a parallel region, which
+        costs far more than the work on a loaded multi-threaded CPU."""
+        dp, e = self.d + self.pad, _BF16_EXACT
+        t = top.numpy()  # shares top's memory
+        dots = -np.floor_divide(-t, _KEY_SHIFT)
+        whole = np.abs(dots[:, -1]) > e  # k-th value rounded: rescore the row
+        fix = np.flatnonzero((dots[:, 0] > e) & ~whole)
+        if len(fix):  # the set is right; recount the values above 510 and re-sort
+            sub, sd = t[fix], dots[fix]
+            i, j = np.nonzero(sd > e)
+            col = sd[i, j] * _KEY_SHIFT - sub[i, j] - self.offset
+            dot = self.d - 2 * np.bitwise_count(q_packed[fix[i]] ^ self._packed[col]).sum(1, dtype=np.int64)
+            sub[i, j] = ((dot if largest else -dot) + self.pad) * _KEY_SHIFT - (col + self.offset)
+            t[fix] = -np.sort(-sub, axis=1)
+        rows = torch.from_numpy(np.flatnonzero(whole))
+        if len(rows):
+            top[rows] = _block_topk(_exact_scores(q_pm[rows], kp), k, self.offset, dp)
+        return top
+
     def search_keys(self, queries: torch.Tensor, k: int, largest: bool = True) -> torch.Tensor:
-        """Composite keys ``dot * 2**32 - index`` of the top-``k`` (merge-able across indexes)."""
-        n, m, d = queries.shape[0], len(self), self.d + self.pad
+        """Composite keys ``dot * 2**32 - index`` of the top-``k`` (merge-able across indexes;
+        torch backend)."""
+        if self._faiss is not None:
+            raise InvalidArgument("search_keys needs backend='torch'; use search().")
+        n, m, dp = queries.shape[0], len(self), self.d + self.pad
         kp = self._keys(largest)
         q_pm = self._unpack(queries)
+        rounded = self.dtype == torch.bfloat16 and dp > _BF16_EXACT
+        q_packed = (queries & self._mask).numpy() if rounded else None
         out = torch.empty((n, k), dtype=torch.int64, device=queries.device)
         qc = max(1, _BLOCK_ENTRIES // max(1, m))
         buf = self._take_buffer(min(n, qc))
@@ -202,14 +284,9 @@ class HammingIndex:
             for q0 in range(0, n, qc):
                 qb = q_pm[q0 : q0 + qc]
                 s = torch.matmul(qb, kp.T, out=buf[: len(qb)])
-                top = _block_topk(s, k, self.offset, d)
-                if self.dtype == torch.bfloat16 and d > _BF16_EXACT:
-                    # rows that reach the inexact bf16 range: recompute in fp32 (rare)
-                    bad = ((_dot_of(top[:, 0]) > _BF16_EXACT)
-                           | (_dot_of(top[:, -1]) < -_BF16_EXACT)).nonzero().squeeze(1)
-                    if len(bad):
-                        exact = qb[bad].float() @ kp.float().T
-                        top[bad] = _block_topk(exact, k, self.offset, d)
+                top = _block_topk(s, k, self.offset, dp)
+                if rounded:
+                    top = self._exact_top(top, q_packed[q0 : q0 + qc], qb, kp, k, largest)
                 out[q0 : q0 + qc] = top
         finally:
             self._give_back(buf)
@@ -221,12 +298,14 @@ class HammingIndex:
         check_packed(queries, self.d, "queries")
         if queries.dim() != 2:
             raise InvalidArgument("search expects 2-D [rows, bytes] queries.")
-        if queries.device != self.keys.device:
-            raise InvalidArgument(f"queries on {queries.device} but the index on {self.keys.device}; move one.")
+        if queries.device != self.device:
+            raise InvalidArgument(f"queries on {queries.device} but the index on {self.device}; move one.")
         k = _check_k(k, len(self))
         if queries.shape[0] == 0 or k == 0:
             z = torch.zeros((queries.shape[0], k), dtype=torch.int64, device=queries.device)
             return z.to(torch.int32), z
+        if self._faiss is not None:
+            return self._faiss.search(queries, k, largest)
         return _decode(self.search_keys(queries, k, largest), self.d, largest)
 
 
@@ -237,16 +316,15 @@ def hamming_topk(
     k: int,
     chunk: int | None = None,
     largest: bool = True,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` keys by sign agreement for every query: ``(int32 [n, k], int64 [n, k])``.
 
     ``queries`` ``[n, B]`` and ``keys`` ``[m, B]`` are packed signs of width ``d``. Exact; ties
-    go to the lowest key index. One-shot form of :class:`HammingIndex`: keys are unpacked
-    ``chunk`` rows at a time (default: ~32M entries) and the chunks' results merged, so memory
-    stays bounded for any vocabulary; build a :class:`HammingIndex` to search the same keys
-    repeatedly. ``backend="faiss"`` (CPU, ``largest=True``; ``pip install bagofdims[fast]``)
-    uses faiss ``IndexBinaryFlat``: same agreement values, ties at the k-th value in faiss's order.
+    go to the lowest key index, on every backend (see the module docstring). One-shot form of
+    :class:`HammingIndex`; build an index to search the same keys repeatedly. The torch backend
+    unpacks keys ``chunk`` rows at a time (default: ~32M entries) and merges the chunks'
+    results, so memory stays bounded for any vocabulary; faiss works on the packed keys whole.
     """
     check_packed(queries, d, "queries")
     check_packed(keys, d, "keys")
@@ -256,37 +334,18 @@ def hamming_topk(
         raise InvalidArgument(f"queries on {queries.device} but keys on {keys.device}; move one.")
     n, m = queries.shape[0], keys.shape[0]
     k = _check_k(k, m)
-    if backend not in ("torch", "faiss"):
-        raise InvalidArgument(f"backend must be 'torch' or 'faiss', got {backend!r}.")
-    if n == 0 or k == 0:
-        z = torch.zeros((n, k), dtype=torch.int64, device=queries.device)
-        return z.to(torch.int32), z
-    if backend == "faiss":
-        return _faiss_topk(queries, keys, d, k, largest)
+    backend = resolve_backend(backend, keys.device)
     kc = chunk if chunk is not None else max(k, _KEY_ENTRIES // max(1, d))
     if kc < 1:
         raise InvalidArgument(f"chunk={chunk} must be a positive number of keys.")
-    if kc >= m:
-        return HammingIndex(keys, d).search(queries, k, largest)
+    if n == 0 or k == 0:
+        z = torch.zeros((n, k), dtype=torch.int64, device=queries.device)
+        return z.to(torch.int32), z
+    if backend == "faiss" or kc >= m:
+        return HammingIndex(keys, d, backend=backend).search(queries, k, largest)
     best = torch.full((n, k), _I64_MIN, dtype=torch.int64, device=queries.device)
     for k0 in range(0, m, kc):
-        part = HammingIndex(keys[k0 : k0 + kc], d, offset=k0)
+        part = HammingIndex(keys[k0 : k0 + kc], d, offset=k0, backend="torch")
         top = part.search_keys(queries, min(k, len(part)), largest)
         best = torch.cat([best, top], 1).topk(k, dim=1, sorted=True).values
     return _decode(best, d, largest)
-
-
-def _faiss_topk(
-    queries: torch.Tensor, keys: torch.Tensor, d: int, k: int, largest: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        import faiss
-    except ImportError as e:
-        raise ImportError("backend='faiss' needs faiss: pip install bagofdims[fast]") from e
-    if not largest or queries.device.type != "cpu":
-        raise InvalidArgument("backend='faiss' supports largest=True on CPU only; use backend='torch'.")
-    mask = tail_mask(d, queries.device)  # zero padding bits on both sides: they then agree
-    index = faiss.IndexBinaryFlat(8 * packed_width(d))
-    index.add((keys & mask).contiguous().numpy())
-    dist, idx = index.search((queries & mask).contiguous().numpy(), k)
-    return d - torch.from_numpy(dist).to(torch.int32), torch.from_numpy(idx).to(torch.int64)

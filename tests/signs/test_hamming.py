@@ -23,10 +23,13 @@ def _flip(row: torch.Tensor, n_bits: int, d: int, g) -> torch.Tensor:
     return bits.pack_signs(pm.float())
 
 
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
 @pytest.mark.parametrize("d", [576, 575, 640, 1030])
 @pytest.mark.parametrize("largest", [True, False])
-def test_near_duplicates_beyond_the_bf16_exact_range(d, largest):
-    """Agreements near d (|dot| > 510) are rounded in bf16: the fp32 fallback keeps them exact."""
+def test_near_duplicates_beyond_the_bf16_exact_range(d, largest, backend):
+    """Agreements near d (|dot| > 510) are rounded in bf16: torch recounts them exactly."""
+    if backend == "faiss":
+        pytest.importorskip("faiss")
     g = torch.Generator().manual_seed(d)
     nb = (d + 7) // 8
     q = bits.pack_signs(torch.randn(12, d, generator=g))
@@ -38,7 +41,7 @@ def test_near_duplicates_beyond_the_bf16_exact_range(d, largest):
     assert keys.shape[1] == nb
     agree = bits.agreement_popcount(q, keys, d)
     for k in (1, 5, 40):
-        vals, idx = hamming_topk(q, keys, d, k, largest=largest)
+        vals, idx = hamming_topk(q, keys, d, k, largest=largest, backend=backend)
         want = _ref_topk(agree, k, largest)
         assert torch.equal(idx, want)
         assert torch.equal(vals, agree.gather(1, want))
@@ -52,10 +55,10 @@ def test_index_reuse_matches_one_shot_and_chunks():
     q = torch.randint(0, 256, (50, 38), dtype=torch.uint8, generator=g)
     keys = torch.randint(0, 256, (4000, 38), dtype=torch.uint8, generator=g)
     keys[100:120] = keys[7]  # duplicated keys: ties go to the lowest index
-    index = HammingIndex(keys, d)
+    index = HammingIndex(keys, d, backend="torch")
     a1, i1 = index.search(q, 30)
     a2, i2 = index.search(q, 30)  # the index is reusable
-    a3, i3 = hamming_topk(q, keys, d, 30, chunk=999)  # merged chunk results
+    a3, i3 = hamming_topk(q, keys, d, 30, chunk=999, backend="torch")  # merged chunk results
     assert torch.equal(i1, i2) and torch.equal(i1, i3) and torch.equal(a1, a3)
     agree = bits.agreement_popcount(q, keys, d)
     assert torch.equal(i1, _ref_topk(agree, 30))
@@ -90,10 +93,11 @@ def test_concurrent_searches_equal_single_threaded_results():
     keys = bits.pack_signs(torch.randn(3000, d, generator=g))
     jobs = [(i, n, largest) for i, n in zip(range(0, 2400, 30), [1, 7, 30, 3] * 20)
             for largest in (True, False)]
-    want = {job: HammingIndex(keys, d).search(keys[job[0]:job[0] + job[1]], 8, job[2]) for job in jobs}
+    want = {job: HammingIndex(keys, d, backend="torch").search(keys[job[0]:job[0] + job[1]], 8, job[2])
+            for job in jobs}
     for i, n, _ in jobs[::2]:  # sanity: each token finds itself first
         assert torch.equal(want[(i, n, True)][1][:, 0], torch.arange(i, i + n))
-    index = HammingIndex(keys, d)  # fresh: negated keys and buffers are built under contention
+    index = HammingIndex(keys, d, backend="torch")  # fresh: negated keys, buffers built under contention
     start = threading.Barrier(8)
     wrong: list = []
 
