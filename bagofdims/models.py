@@ -11,16 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
+import shutil
 import threading
 import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
+from bagofdims.devices import adopt_offload_folder, offload_kwargs, offloaded_tensors, parse_device
 from bagofdims.embedded import EMBEDDED, EmbeddedModel, model_dir
 from bagofdims.errors import InvalidArgument, InvalidType, ModelNotAvailable
+from bagofdims.hub import from_hub
 from bagofdims.processors import PROCESSOR_CLASSES, is_tokenizer, load_preprocessor
 
 __all__ = [
@@ -72,99 +73,6 @@ def _dtype(dtype) -> torch.dtype | str:
     )
 
 
-def _device(device) -> torch.device | None:
-    """The device to load on, refusing one this machine lacks before anything is read."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise InvalidArgument(
-            f"device {device!r} is not a torch device: pass 'cpu', 'cuda', 'cuda:N' or None."
-        ) from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InvalidArgument(
-                f"device {device!r}: CUDA is not available here (torch "
-                f"{torch.__version__}, torch.cuda.is_available() is False); pass device='cpu' "
-                "or device=None, or install a CUDA build of torch on a machine with a GPU."
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InvalidArgument(
-                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s); pass "
-                f"cuda:0..cuda:{torch.cuda.device_count() - 1}."
-            )
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise InvalidArgument(f"device {device!r}: MPS is not available here; pass device='cpu'.")
-    return dev
-
-
-def _offline() -> bool:
-    flags = (os.environ.get(v, "") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    if any(f.strip().upper() in {"1", "ON", "YES", "TRUE"} for f in flags):
-        return True
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def _hub_unreachable() -> str | None:
-    """Why the hub cannot be reached (one short probe, no retries), or None if it may be."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # behind a proxy only the hub client can tell
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=3).close()
-    except OSError as err:
-        return f"{url.hostname}:{port}: {err}"
-    return None
-
-
-def _not_available(name: str, why: str, fix: str, err: BaseException | None) -> ModelNotAvailable:
-    detail = f" ({type(err).__name__}: {str(err).splitlines()[0][:200]})" if err else ""
-    return ModelNotAvailable(
-        f"Could not load '{name}': it is not an embedded model ({', '.join(EMBEDDED)}), not a "
-        f"local directory, and {why}. {fix}{detail}"
-    )
-
-
-def _from_hub(name: str, source: Path | str, load):
-    """``load(local_files_only)`` for a local source or the HF cache, then the hub once."""
-    if isinstance(source, Path):
-        try:
-            return load(True)
-        except OSError as err:
-            raise ModelNotAvailable(
-                f"Could not load the model directory '{source}' ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:200]}): it needs config.json, the weights and the "
-                "tokenizer files that save_pretrained writes."
-            ) from err
-    try:
-        return load(True)
-    except OSError as err:
-        cached_err = err
-    if _offline():
-        raise _not_available(
-            name, "the Hugging Face cache does not hold it (HF_HUB_OFFLINE is set, so the hub "
-            "was not asked)", "Pass a local model directory, or unset HF_HUB_OFFLINE on a "
-            "machine with network to download it.", cached_err) from cached_err
-    reason = _hub_unreachable()
-    if reason:
-        raise _not_available(
-            name, f"the Hugging Face hub cannot be reached ({reason})", "Connect to the "
-            "network, set HF_ENDPOINT to a mirror, or pass a local model directory.", None,
-        ) from cached_err
-    try:
-        return load(False)
-    except OSError as err:
-        raise _not_available(
-            name, "the Hugging Face hub could not provide it", "Check the id (gated or private "
-            "repos need `hf auth login`), or pass a local model directory.", err) from err
-
-
 def _auto_class_for(source, local_only: bool) -> str:
     from transformers import AutoConfig
 
@@ -194,6 +102,8 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str = torch.float32,
     device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
     **kwargs,
 ):
     """Load ``(model, tokenizer)`` in eval mode; ``(model, processor)`` for a vision or audio
@@ -202,8 +112,12 @@ def load_model(
 
     ``name_or_path``: an embedded short name (``smollm2``, ``gemma3-270m``, ``minilm``), a local
     Hugging Face directory, or a hub id (read from the HF cache; downloaded only when not offline).
-    ``device_map="auto"`` spreads a large model over the available devices through accelerate;
-    otherwise the model is moved to ``device`` (default: CUDA when available, else CPU).
+    ``device_map="auto"`` (or a dict of module -> device, ``"disk"`` included) spreads a model
+    larger than one device over the GPUs, the CPU and the disk through accelerate, each at most
+    ``max_memory`` (e.g. ``{0: "20GiB", "cpu": "60GiB"}``); weights offloaded to disk that cannot
+    be read from the checkpoint itself go to ``offload_folder`` (default: a folder under
+    ``$BAGOFDIMS_HOME/offload`` removed with the model). Otherwise the model is moved to
+    ``device`` (default: CUDA when available, else CPU).
     ``dtype``: a torch dtype or its name (``"bfloat16"``). A causal LM's tokenizer pads on the
     left (what batched ``generate`` needs), an encoder's on the right. Extra keyword arguments go
     to ``from_pretrained`` of the model.
@@ -211,19 +125,25 @@ def load_model(
     import transformers
 
     dtype = _dtype(dtype)
-    dev = _device(device) if device_map is None else None
     name = str(name_or_path)
     display, source = resolve(name)
+    placed, made = offload_kwargs(display, device, device_map, max_memory, offload_folder)
+    dev = parse_device(device) if device_map is None else None
 
     def load(local_only: bool):
         auto = EMBEDDED[name].auto_class if name in EMBEDDED else _auto_class_for(source, local_only)
         tok = load_preprocessor(source, local_only, auto)
-        load_kwargs = dict(dtype=dtype, local_files_only=local_only, **kwargs)
-        if device_map is not None:
-            load_kwargs["device_map"] = device_map
+        load_kwargs = dict(dtype=dtype, local_files_only=local_only, **kwargs, **placed)
         return getattr(transformers, auto).from_pretrained(source, **load_kwargs), tok, auto
 
-    model, tok, auto = _from_hub(name, source, load)
+    try:
+        model, tok, auto = from_hub(name, source, load)
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+    if made is not None:
+        adopt_offload_folder(model, made)
     if dev is not None:
         model.to(dev)
     model.eval()
@@ -249,7 +169,7 @@ def load_tokenizer(name_or_path: str | os.PathLike = DEFAULT_MODEL):
         except (OSError, ValueError):  # a tokenizer-only repo: no config to tell
             return tok, tok.padding_side == "left"
 
-    tok, causal = _from_hub(name, source, load)
+    tok, causal = from_hub(name, source, load)
     return _prepare_tokenizer(tok, causal)
 
 
@@ -262,13 +182,36 @@ def model_name(model) -> str:
     return _NAMES.get(model) or model.config.name_or_path or type(model).__name__
 
 
-def tokenizer_fingerprint(tok) -> str:
-    """Fingerprint of a tokenizer's vocabulary and special tokens."""
-    vocab = tok.get_vocab()
+def tokenizer_fingerprint(tok, refresh: bool = False) -> str:
+    """Fingerprint of a tokenizer's vocabulary and special tokens.
+
+    Cached per tokenizer object (reading and hashing a vocabulary takes ~0.1 s) and recomputed
+    when its size, special token ids or backend change (``add_tokens``, ``add_special_tokens``);
+    after editing its vocabulary in place any other way pass ``refresh=True``.
+    """
+    key = (len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
+           id(getattr(tok, "_tokenizer", None)))
+    try:
+        with _LOCK:
+            hit = _TOKENIZER_FINGERPRINTS.get(tok)
+    except TypeError:  # not weak-referenceable or not hashable: never cached
+        hit = None
+    if hit is not None and hit[0] == key and not refresh:
+        return hit[1]
     h = hashlib.sha256()
-    h.update(json.dumps(sorted(vocab.items(), key=lambda kv: kv[1]), ensure_ascii=False).encode())
-    h.update(json.dumps([tok.bos_token_id, tok.eos_token_id, tok.pad_token_id]).encode())
-    return h.hexdigest()[:16]
+    h.update(json.dumps(sorted(tok.get_vocab().items(), key=lambda kv: kv[1]),
+                        ensure_ascii=False).encode())
+    h.update(json.dumps(list(key[1:4])).encode())
+    fp = h.hexdigest()[:16]
+    try:
+        with _LOCK:
+            _TOKENIZER_FINGERPRINTS[tok] = (key, fp)
+    except TypeError:
+        pass
+    return fp
+
+
+_TOKENIZER_FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 # ---- weight fingerprint -------------------------------------------------------------------------
@@ -294,9 +237,9 @@ class WeightFingerprint:
 def _tensor_bytes(name: str, t: torch.Tensor) -> torch.Tensor:
     if t.device.type == "meta":
         raise InvalidArgument(
-            f"'{name}' is on the meta device (not loaded, or offloaded by device_map): a model "
-            "without real weights cannot be fingerprinted; load it with real weights "
-            "(no disk/CPU offload)."
+            f"'{name}' is on the meta device and no accelerate offload hook holds its value (a "
+            "model built on meta, or its hooks removed): a model without real weights cannot be "
+            "fingerprinted; load it with real weights (bd.load_model, device_map for offload)."
         )
     try:
         flat = t.detach().resolve_conj().resolve_neg().reshape(-1).contiguous()
@@ -319,21 +262,41 @@ def _digest(raw: torch.Tensor) -> bytes:
     return h.digest()
 
 
-def _compute(state: dict[str, torch.Tensor]) -> WeightFingerprint:
+def _offloaded(model: torch.nn.Module, state: dict) -> dict[str, tuple]:
+    """``name -> (identity, digest, bytes)`` of the weights accelerate keeps off their modules,
+    read from its offload store one tensor at a time (a model offloaded to disk is never loaded
+    whole)."""
+    if not any(t.device.type == "meta" for t in state.values()):
+        return {}
+    out = {}
+    for name, value, tied_to in offloaded_tensors(model):
+        if name in state and state[name].device.type == "meta":
+            raw = _tensor_bytes(name, value)
+            out[name] = (("offload", tied_to, value.dtype, tuple(value.shape)), _digest(raw), raw.numel())
+    return out
+
+
+def _compute(state: dict[str, torch.Tensor], offloaded: dict[str, tuple]) -> WeightFingerprint:
     # Each distinct tensor is hashed once; the result is sha256 over (name, shape, dtype,
     # sha256(bytes)) in name order, so tied weights cost one pass and the order of
     # registration does not matter. Bytes are in the machine's (little-endian) order.
+    # Offloaded weights hash their real values: the same fingerprint as the model loaded whole.
     outer = hashlib.sha256(SCHEME.encode() + b"\n")
     seen: dict[tuple, bytes] = {}
     n_bytes = 0
     for name in sorted(state):
         t = state[name]
-        ident = (str(t.device), t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
-        digest = seen.get(ident) if t.device.type != "meta" else None
-        if digest is None:
-            raw = _tensor_bytes(name, t)
-            digest = seen[ident] = _digest(raw)
-            n_bytes += raw.numel()
+        if t.device.type == "meta" and name in offloaded:
+            ident, digest, size = offloaded[name]
+            n_bytes += 0 if ident in seen else size
+            seen[ident] = digest
+        else:
+            ident = (str(t.device), t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+            digest = seen.get(ident) if t.device.type != "meta" else None
+            if digest is None:
+                raw = _tensor_bytes(name, t)  # a meta tensor that nothing loads is refused here
+                digest = seen[ident] = _digest(raw)
+                n_bytes += raw.numel()
         outer.update(f"{name}\0{tuple(t.shape)}\0{str(t.dtype).removeprefix('torch.')}\0".encode())
         outer.update(digest)
     return WeightFingerprint(
@@ -348,6 +311,9 @@ def _state_key(state: dict[str, torch.Tensor]) -> list[tuple] | None:
     """Cheap identity of the weights: each tensor object, its data pointer and version counter."""
     key = []
     for name, t in state.items():
+        if t.device.type == "meta":  # offloaded: accelerate swaps the meta tensor every forward
+            key.append((name, _OFFLOADED, 0, 0, t.dtype, tuple(t.shape)))
+            continue
         try:
             version = t._version
         except RuntimeError:  # inference tensors keep no version counter: never cache
@@ -363,6 +329,7 @@ def _same(old: list[tuple], new: list[tuple]) -> bool:
     )
 
 
+_OFFLOADED = weakref.ref(_offloaded)  # any offloaded tensor in a state key (its store is fixed)
 _FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
@@ -378,7 +345,7 @@ def _fingerprint(model: torch.nn.Module, refresh: bool) -> WeightFingerprint:
         hit = _FINGERPRINTS.get(model)
     if hit is not None and key is not None and not refresh and _same(hit[0], key):
         return hit[1]
-    fp = _compute(state)
+    fp = _compute(state, _offloaded(model, state))
     if key is not None:
         with _LOCK:
             _FINGERPRINTS[model] = (key, fp)
@@ -390,7 +357,9 @@ def weight_fingerprint(model: torch.nn.Module, refresh: bool = False) -> str:
 
     Cached per model object and recomputed when any tensor is replaced or edited in place
     (data pointer or autograd version counter). Writes through ``param.data`` bypass the version
-    counter: after such an edit pass ``refresh=True``.
+    counter: after such an edit pass ``refresh=True``. Weights that accelerate offloads (to CPU or
+    disk, ``device_map``) are read from its offload store, so an offloaded model has the
+    fingerprint of the same model loaded whole.
     """
     return _fingerprint(model, refresh).fingerprint
 

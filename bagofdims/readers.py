@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 
 from bagofdims.checks import as_indices
+from bagofdims.devices import execution_device, real_tensor
 from bagofdims.signs import bits, hamming
 from bagofdims.features.feature import Feature
 from bagofdims.errors import InvalidArgument, InvalidType, OutOfRange
@@ -192,7 +193,7 @@ def unembedding_signs(model) -> torch.Tensor:
     """Packed signs ``uint8 [V, ceil(d/8)]`` of the LM head rows (``get_output_embeddings``)."""
     head = _lm_head(model)
     with torch.no_grad():
-        return bits.pack_signs(head.weight.detach())
+        return bits.pack_signs(real_tensor(head).detach())
 
 
 def mean_abs_scale(states: torch.Tensor) -> torch.Tensor:
@@ -236,7 +237,7 @@ def sign_lm_head(
     if d != head.weight.shape[1]:
         raise InvalidArgument(f"states have width {d} but the LM head reads {head.weight.shape[1]}; "
                          "pass states of the 'final' site.")
-    h = states.detach().to(device=head.weight.device, dtype=torch.float32)
+    h = states.detach().to(device=execution_device(head), dtype=torch.float32)
     s = torch.sign(h)
     if mode == "top":
         if top_k is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from bagofdims.capture import Capture
+from bagofdims.devices import input_device
 from bagofdims.errors import CatalogError, InvalidArgument, NotFound, OutOfRange
 from bagofdims.inputs import TextStart
 from bagofdims.signs import bits
@@ -79,7 +80,7 @@ def read_text(cat, text: str, model, tokenizer=None, site: str | None = None,
         cat.tokenizer = tokenizer  # checked against the catalog's fingerprint
     tok = cat.tokenizer
     ids, lead = TextStart(tok, cat.meta.bos_id)(tok(text)["input_ids"])
-    x = torch.tensor([ids], device=next(model.parameters()).device)
+    x = torch.tensor([ids], device=input_device(model))
     with torch.no_grad(), Capture(model, [site], stop=True) as cap:
         cap.run(input_ids=x, attention_mask=torch.ones_like(x))
     states = cap[site][0, lead:]

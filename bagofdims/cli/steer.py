@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Optional
 
 from bagofdims.cli.options import (check_choice, check_device, check_finite_nonnegative,
                                    check_positive, flag, run_dir)
+from bagofdims.devices import input_device
 from bagofdims.errors import InvalidArgument
 
 MODES = ("away", "toward", "set")
@@ -93,7 +94,7 @@ def steer(cfg: SteerConfig, model=None, tok=None, cat=None) -> dict:
         control = cat.get(control, feat.site)
     prompt = cfg.prompt or concept_prompts(feat, n=1)[0]
     tokens = concept_tokens(feat)
-    enc = tok([prompt], return_tensors="pt").to(next(model.parameters()).device)
+    enc = tok([prompt], return_tensors="pt").to(input_device(model))
     gen = dict(max_new_tokens=cfg.max_new_tokens, do_sample=False,
                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     n = enc["input_ids"].shape[1]

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from bagofdims.devices import input_device
 from bagofdims.errors import CatalogError, InvalidArgument, ResumeError
 from bagofdims.storage import atomic_write_bytes
 
@@ -125,7 +126,7 @@ def compute_contexts(cat, model, tok, texts: list[str], max_tokens: int = 128, t
     by_site = {s: [f.index for f in cat.at(s)] for s in cat.sites}
     mats = {s: bits.feature_matrix([(cat.features[i].dims, cat.features[i].signs) for i in ix],
                                    cat.features[ix[0]].width or 1) for s, ix in by_site.items() if ix}
-    device = next(model.parameters()).device
+    device = input_device(model)
     bar = tqdm(total=len(texts), initial=start, desc="contexts", unit="doc", disable=not progress)
     for b0 in range(start, len(texts), batch_size):
         chunk = encoded[b0:b0 + batch_size]

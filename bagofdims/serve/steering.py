@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bagofdims.devices import input_device
 from bagofdims.errors import BagOfDimsError, InvalidArgument, NotFound
 from bagofdims.steering.effects import MAX_SWEEP, SWEEP_STRENGTHS, check_strengths
 from bagofdims.steering.effects import continuation_perplexity as perplexity
@@ -242,7 +243,7 @@ def _generate(model, tok, req: SteerRequest, events: queue.Queue, cancel: thread
     require_lm(model)
     events.put(("status", {"message": "Generating…"}))
     events.put(("prompt", {"prompt": req.prompt}))
-    device = next(model.parameters()).device
+    device = input_device(model)
     enc = tok([req.prompt], return_tensors="pt").to(device)
     prompt_ids = enc["input_ids"][0]
     limit = getattr(model.config, "max_position_embeddings", None)

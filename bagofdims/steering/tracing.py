@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from bagofdims.devices import real_tensor
 from bagofdims.signs import bits
 from bagofdims.features.feature import Feature
 from bagofdims.catalog import Catalog
@@ -40,13 +41,13 @@ def down_proj(model: nn.Module, layer: int) -> torch.Tensor:
     included for Gemma-style blocks)."""
     site = resolve(model, f"neurons.{layer}")[0]
     mod = model.get_submodule(site.module_path)
-    w = mod.weight.detach().float()
+    w = real_tensor(mod).detach().float()
     if type(mod).__name__ == "Conv1D":  # GPT-2 stores [in, out]
         w = w.t()
     _, blocks = find_blocks(model)
     post = getattr(blocks[layer], "post_feedforward_layernorm", None)
     if post is not None and getattr(post, "weight", None) is not None:
-        scale = post.weight.detach().float()
+        scale = real_tensor(post).detach().float()
         if "gemma" in type(post).__name__.lower():  # Gemma's RMSNorm multiplies by (1 + w)
             scale = 1.0 + scale
         w = w * torch.sign(scale)[:, None]
