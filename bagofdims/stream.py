@@ -22,10 +22,12 @@ On disk a store is one directory (format ``bagofdims.activations/2``):
 
 Shard names are plain file names inside the store; readers refuse anything else. A shard is written
 under a temporary name and renamed, then ``index.json`` is replaced atomically, so after a kill at
-any point the index lists only whole shards. Rerunning :func:`write_activations` with the same
-texts and settings continues after the last listed shard; batches start at the same texts, so the
-shards are byte-identical to an uninterrupted run. Any other setting raises :class:`ResumeError`.
-One process writes a store at a time (an advisory lock on ``.lock``). :class:`ActivationStore`
+any point the index lists only whole shards. The shards' texts are planned from token counts
+before the model runs (:mod:`bagofdims.stream_shards`); a rerun with the same texts and settings
+writes only the shards not there yet, byte-identical to an uninterrupted run; other settings raise
+:class:`ResumeError`. One job writes a store at a time (an advisory lock on ``.lock``); under
+``accelerate launch`` its processes share the shards out and the main process lists them, so the
+store is byte-identical to one process's (:mod:`bagofdims.parallel`). :class:`ActivationStore`
 refuses an unfinished store unless ``allow_partial=True``, checks each shard's size on open and its
 sha256 on first read (``verify=True``); it is read-only and safe to share across threads.
 """
@@ -37,7 +39,7 @@ import logging
 import os
 import re
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,20 +47,24 @@ import torch
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
+from bagofdims import parallel
 from bagofdims.capture import Capture, no_cache_kwargs
-from bagofdims.errors import (AlreadyExists, InvalidArgument, InvalidType, MissingFile, NotFound,
-                              NumericalError, OutOfRange, ResumeError, StoreError)
+from bagofdims.devices import input_device
+from bagofdims.errors import (AlreadyExists, InvalidArgument, MissingFile, NotFound, NumericalError,
+                              OutOfRange, ResumeError, StoreError)
 from bagofdims.inputs import prepended
 from bagofdims.models import model_name, tokenizer_fingerprint, weight_fingerprint
 from bagofdims.sites import resolve
 from bagofdims.storage import open_mmap, sha256, write_json
-from bagofdims.stream_index import (DTYPES, FORMAT, INDEX, KEYS, SHARD, check_shard_file, is_count,
-                                    parse_index, read_bytes, texts_sha256)
+from bagofdims.stream_index import (DTYPES, FORMAT, INDEX, KEYS, SHARD, check_positive,
+                                    check_shard_file, check_texts, is_count, parse_index,
+                                    read_bytes, texts_sha256)
+from bagofdims.stream_shards import PART, fold, plan_shards, settle, shard_name, write_part
 
 log = logging.getLogger(__name__)
 
 LOCK = ".lock"
-_TEMP = re.compile(r"\.(shard-\d{5,}\.safetensors|index\.json)\.tmp-\d+")
+_TEMP = re.compile(r"\.(shard-\d{5,}\.safetensors|index\.json|\.part-\d{5,}\.json)\.tmp-\d+")
 # How a differing setting is named in a ResumeError.
 _WHAT = {"texts_sha256": "the texts differ", "n_docs": "the number of texts differs",
          "weights": "the model's weights differ", "tokenizer": "the tokenizer differs"}
@@ -90,10 +96,10 @@ def write_activations(
     A store interrupted at any point resumes when the settings and texts match; a complete one
     is left as it is. Returns ``out``.
     """
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     for name, value in (("batch_size", batch_size), ("max_length", max_length),
                         ("shard_tokens", shard_tokens)):
-        _check_positive(name, value)
+        check_positive(name, value)
     dtype_name = next((k for k, (t, _) in DTYPES.items() if t == dtype), None)
     if dtype_name is None:
         raise InvalidArgument(f"dtype {dtype} cannot be stored; pass torch.float16 or "
@@ -119,38 +125,31 @@ def write_activations(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise AlreadyExists(f"{out} is a file; write activations to a directory.")
-    out.mkdir(parents=True, exist_ok=True)
-    with _write_lock(out):
-        index = _start(out, settings, overwrite)
-        if index["complete"]:
+    here = parallel.world()
+    with ExitStack() as held:
+        def begin():  # the main process alone: lock, check or start the index, plan the shards
+            out.mkdir(parents=True, exist_ok=True)
+            held.enter_context(_write_lock(out))
+            index = _start(out, settings, overwrite)
+            if index["complete"]:
+                return index, [], []
+            plan = plan_shards(tokenizer, texts, batch_size, max_length, shard_tokens)
+            todo, listed = settle(out, index, plan)
+            if listed:
+                _write_index(out, index, listed)
+            return index, plan, todo
+
+        index, plan, todo = here.on_main(f"opening {out}", begin)
+        if index["complete"] and not todo:
             log.info("%s is already complete", out)
-        else:
-            _capture(model, tokenizer, texts, out, index, DTYPES[dtype_name][0], progress)
+            return out
+        with here.together(f"writing {out}"):
+            _capture(model, tokenizer, texts, out, index, plan, here.share(todo),
+                     DTYPES[dtype_name][0], progress and here.is_main, sole=here.size == 1)
+        if here.size > 1:  # the main process lists what every process wrote
+            here.on_main(f"listing the shards of {out}",
+                         lambda: _write_index(out, index, fold(out, index, plan)))
     return out
-
-
-def _check_texts(texts) -> list[str]:
-    if isinstance(texts, (str, bytes, bytearray, dict)) or not (
-            hasattr(texts, "__len__") and hasattr(texts, "__getitem__")):
-        raise InvalidType(f"texts must be a list of str, not {type(texts).__name__}; wrap one text "
-                          "as [text], and turn a generator into a list (it cannot be resumed).")
-    texts = list(texts)
-    if not texts:
-        raise InvalidArgument("texts is empty; pass at least one text.")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidType(f"texts[{i}] is a {type(text).__name__}, not str; pass a list of "
-                              "str.")
-        if not text:
-            raise InvalidArgument(f"texts[{i}] is empty; drop empty texts before writing.")
-    return texts
-
-
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidType(f"{name} must be an int, not {type(value).__name__}.")
-    if value <= 0:
-        raise InvalidArgument(f"{name} must be positive, got {value}.")
 
 
 @contextmanager
@@ -188,12 +187,8 @@ def _start(out: Path, settings: dict, overwrite: bool) -> dict:
                     f"{out} holds activations written with other settings ({_WHAT.get(key, key)}: "
                     f"{key} was {old!r}, now {new!r}); write to another directory or pass "
                     "overwrite=True (CLI: --overwrite) to replace it.")
-        listed = {shard["file"] for shard in index["shards"]}
         for shard in index["shards"]:
             check_shard_file(out, shard)
-        for p in out.iterdir():  # a shard renamed into place but never listed is redone
-            if SHARD.fullmatch(p.name) and p.name not in listed:
-                p.unlink()
         if index["shards"] and not index["complete"]:
             log.info("resuming %s after %d shards (%d of %d texts)", out, len(index["shards"]),
                      index["shards"][-1]["docs"][1], settings["n_docs"])
@@ -207,70 +202,91 @@ def _start(out: Path, settings: dict, overwrite: bool) -> dict:
     index = {"format": FORMAT, "settings": settings, "widths": {}, "shards": [], "complete": False}
     write_json(path, index)  # first, so the old shards are unlisted before they go
     for p in out.iterdir():
-        if SHARD.fullmatch(p.name):
+        if SHARD.fullmatch(p.name) or PART.fullmatch(p.name):
             p.unlink()
     return index
 
 
-def _capture(model, tokenizer, texts, out: Path, index: dict, dtype, progress: bool) -> None:
+def _capture(model, tokenizer, texts, out: Path, index: dict, plan: list, shards: list[int],
+             dtype, progress: bool, sole: bool) -> None:
+    """Write ``shards`` (indices into ``plan``); ``sole``: the only process, which lists each
+    shard in the index as it goes (else each gets a part file for the main process)."""
     s = index["settings"]
     n_docs, batch_size = s["n_docs"], s["batch_size"]
-    next_doc = index["shards"][-1]["docs"][1] if index["shards"] else 0
-    device = next(model.parameters()).device
+    docs = sum(plan[i][1] - plan[i][0] for i in shards)
+    device = input_device(model)
     extra = no_cache_kwargs(model)  # nothing is generated: no KV cache
     # Positions from the attention mask, so a left-padded text is read at the positions it has
     # alone (models with absolute position embeddings, e.g. GPT-2, differ otherwise).
     positions = "position_ids" in inspect.signature(model.forward).parameters
-    buf: dict[str, list] = {}
-    shard_start, buffered = next_doc, 0
-    bar = tqdm(total=n_docs, initial=next_doc, desc="activations", unit="doc", disable=not progress)
+    # several processes: the main one's bar shows its own share
+    bar = tqdm(total=n_docs if sole else docs, initial=n_docs - docs if sole else 0,
+               desc="activations", unit="doc", disable=not progress)
     with torch.inference_mode(), Capture(model, s["sites"], stop=True, dtype=dtype) as cap:
-        for start in range(next_doc, n_docs, batch_size):
-            end = min(start + batch_size, n_docs)
-            enc = tokenizer(texts[start:end], return_tensors="pt", padding=True, truncation=True,
-                            max_length=s["max_length"]).to(device)
-            if enc["input_ids"].shape[1] == 0:
-                raise InvalidArgument(f"texts[{start}:{end}] give no tokens with this tokenizer; "
-                                      "drop texts that are only whitespace.")
-            mask = enc["attention_mask"].bool()
-            pos = mask.long().cumsum(1) - 1
-            cap.run(**enc, **extra, **({"position_ids": pos.clamp(min=0)} if positions else {}))
-            for name in s["sites"]:
-                values = cap[name][mask]
-                if values.dim() != 2:
-                    raise InvalidArgument(f"Site {name} gives per-token values of shape "
-                                          f"{tuple(values.shape[1:])}, not vectors; stream "
-                                          "other sites.")
-                if not bool(torch.isfinite(values).all()):
-                    hint = ", beyond float16's range: pass dtype=torch.float32" \
-                        if dtype == torch.float16 else ""
-                    raise NumericalError(f"{name} has NaN or infinite values in "
-                                         f"texts[{start}:{end}]{hint}.")
-                buf.setdefault(name, []).append(values.cpu().numpy())
-                index["widths"][name] = int(values.shape[1])
-            doc_ids = torch.arange(start, end, device=device)[:, None].expand_as(mask)
-            buf.setdefault("doc", []).append(doc_ids[mask].cpu().numpy())
-            buf.setdefault("pos", []).append(pos[mask].cpu().numpy())
-            buf.setdefault("token_id", []).append(enc["input_ids"][mask].long().cpu().numpy())
-            buffered += int(mask.sum())
-            bar.update(end - start)
-            if buffered >= s["shard_tokens"] or end == n_docs:
-                _flush(out, index, buf, (shard_start, end), buffered)
-                buf, shard_start, buffered = {}, end, 0
+        for i in shards:
+            first, last, planned = plan[i]
+            buf: dict[str, list] = {}
+            buffered = 0
+            for start in range(first, last, batch_size):
+                end = min(start + batch_size, last)
+                enc = tokenizer(texts[start:end], return_tensors="pt", padding=True,
+                                truncation=True, max_length=s["max_length"]).to(device)
+                if enc["input_ids"].shape[1] == 0:
+                    raise InvalidArgument(f"texts[{start}:{end}] give no tokens with this "
+                                          "tokenizer; drop texts that are only whitespace.")
+                mask = enc["attention_mask"].bool()
+                pos = mask.long().cumsum(1) - 1
+                cap.run(**enc, **extra,
+                        **({"position_ids": pos.clamp(min=0)} if positions else {}))
+                for name in s["sites"]:
+                    values = cap[name][mask]
+                    if values.dim() != 2:
+                        raise InvalidArgument(f"Site {name} gives per-token values of shape "
+                                              f"{tuple(values.shape[1:])}, not vectors; stream "
+                                              "other sites.")
+                    if not bool(torch.isfinite(values).all()):
+                        hint = ", beyond float16's range: pass dtype=torch.float32" \
+                            if dtype == torch.float16 else ""
+                        raise NumericalError(f"{name} has NaN or infinite values in "
+                                             f"texts[{start}:{end}]{hint}.")
+                    buf.setdefault(name, []).append(values.cpu().numpy())
+                    index["widths"][name] = int(values.shape[1])
+                doc_ids = torch.arange(start, end, device=device)[:, None].expand_as(mask)
+                buf.setdefault("doc", []).append(doc_ids[mask].cpu().numpy())
+                buf.setdefault("pos", []).append(pos[mask].cpu().numpy())
+                buf.setdefault("token_id", []).append(
+                    enc["input_ids"][mask].long().cpu().numpy())
+                buffered += int(mask.sum())
+                bar.update(end - start)
+            if buffered != planned:
+                raise StoreError(f"texts[{first}:{last}] gave {buffered} tokens in batches but "
+                                 f"{planned} counted one by one; this tokenizer pads or truncates "
+                                 "differently in batches, which a store cannot shard reliably.")
+            _flush(out, index, buf, i, (first, last), buffered, plan if sole else None)
     bar.close()
 
 
-def _flush(out: Path, index: dict, buf: dict, docs: tuple[int, int], n_tokens: int) -> None:
-    name = f"shard-{len(index['shards']):05d}.safetensors"
+def _flush(out: Path, index: dict, buf: dict, i: int, docs: tuple[int, int], n_tokens: int,
+           plan: list | None) -> None:
+    """Write shard ``i``; list it (``plan``: the sole writer) or leave its part file (else)."""
+    name = shard_name(i)
     data = {k: np.ascontiguousarray(np.concatenate(v)) for k, v in buf.items()}
     tmp = out / f".{name}.tmp-{os.getpid()}"
     save_file(data, str(tmp))
     entry = {"file": name, "docs": list(docs), "tokens": n_tokens, "bytes": tmp.stat().st_size,
              "sha256": sha256(tmp)}
     os.replace(tmp, out / name)
+    if plan is None:
+        write_part(out, i, entry, index["widths"])
+        return
     index["shards"].append(entry)
-    index["complete"] = docs[1] == index["settings"]["n_docs"]
-    write_json(out / INDEX, index)  # the shard counts only once listed here
+    _write_index(out, index, fold(out, index, plan))  # with parts an earlier run left after it
+
+
+def _write_index(out: Path, index: dict, listed: list[Path]) -> None:
+    write_json(out / INDEX, index)  # a shard counts only once listed here
+    for p in listed:  # parts the index now lists
+        p.unlink(missing_ok=True)
 
 
 class ActivationStore:

@@ -1,4 +1,5 @@
-"""The on-disk index of an activation store: format constants, the texts' hash, validation.
+"""The on-disk index of an activation store: format constants, the texts' hash, validation
+(of the index, and of the texts and sizes a store is written with).
 
 The format is described in :mod:`bagofdims.stream`. Everything a reader or a resume takes from
 ``index.json`` is checked here first, so a damaged or edited index is a :class:`StoreError` that
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bagofdims.errors import StoreError
+from bagofdims.errors import InvalidArgument, InvalidType, StoreError
 
 FORMAT = "bagofdims.activations/2"
 INDEX = "index.json"
@@ -32,6 +33,30 @@ def texts_sha256(texts) -> str:
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()
+
+
+def check_texts(texts) -> list[str]:
+    if isinstance(texts, (str, bytes, bytearray, dict)) or not (
+            hasattr(texts, "__len__") and hasattr(texts, "__getitem__")):
+        raise InvalidType(f"texts must be a list of str, not {type(texts).__name__}; wrap one text "
+                          "as [text], and turn a generator into a list (it cannot be resumed).")
+    texts = list(texts)
+    if not texts:
+        raise InvalidArgument("texts is empty; pass at least one text.")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidType(f"texts[{i}] is a {type(text).__name__}, not str; pass a list of "
+                              "str.")
+        if not text:
+            raise InvalidArgument(f"texts[{i}] is empty; drop empty texts before writing.")
+    return texts
+
+
+def check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidType(f"{name} must be an int, not {type(value).__name__}.")
+    if value <= 0:
+        raise InvalidArgument(f"{name} must be positive, got {value}.")
 
 
 def read_bytes(path: Path) -> bytes:

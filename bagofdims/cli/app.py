@@ -9,7 +9,9 @@ Errors: a :class:`~bagofdims.errors.BagOfDimsError` is one line on stderr
 (``PROG CMD: error: MESSAGE``, exit 2); a failed write (disk full, permission denied, read-only)
 is one line naming the path and the fix; Ctrl-C is one line, exit 130. ``--debug`` (or
 ``BAGOFDIMS_DEBUG=1``) re-raises them with the traceback. Anything else is a bug and keeps its
-traceback. Bad flags get tyro's usage message, exit 2.
+traceback. Bad flags get tyro's usage message, exit 2. Under several processes (``accelerate
+launch``) a process stopped by another's failure stays quiet unless it is the main one: a failure
+is told by the process it happened on and by the main process.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Annotated, Any, Union
 import tyro
 
 from bagofdims.errors import BagOfDimsError
+from bagofdims.parallel import is_main_process, quiet_unless_main
 
 Table = dict[str, tuple]  # name -> (config class, function(config), help[, preset config])
 
@@ -91,17 +94,21 @@ def _run(commands: Table, argv: list[str], prog: str, description: str | None,
         logging.getLogger(package).setLevel(logging.INFO)
     function = commands[name][1]
     where = f"{prog} {name}"
+    quiet_unless_main()
     try:
         function(config)
     except BagOfDimsError as err:
         if debug:
             raise
+        if getattr(err, "relayed", False) and not is_main_process():
+            return 2  # another process failed and says why; the main process repeats it
         return _fail(where, str(err))
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"{where}: interrupted (capture, activations and training resume when rerun)",
-              file=sys.stderr)
+        if is_main_process():
+            print(f"{where}: interrupted (capture, activations and training resume when rerun)",
+                  file=sys.stderr)
         return 130
     except Exception as err:  # a failed write (often wrapped by a library), else a bug
         message = None if debug else write_error(err, getattr(config, "out", None))

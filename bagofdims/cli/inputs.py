@@ -49,10 +49,11 @@ def check_inputs_config(cfg) -> None:
 
 def build_example_cache(cfg, model=None, processor=None):
     """Build, save and return the example cache of ``cfg`` (or reuse the one in ``cfg.out`` if
-    it holds the same examples, model and settings)."""
+    it holds the same examples, model and settings); None on a process other than the main one."""
     from bagofdims.sites import default_sites
     from bagofdims.example_sources import read_examples, write_sources
     from bagofdims.models import load_model
+    from bagofdims.parallel import world
     from bagofdims.signs.cache import SignCache
     from bagofdims.signs.pooling import parse_pool
 
@@ -62,8 +63,9 @@ def build_example_cache(cfg, model=None, processor=None):
     if exists and not cfg.overwrite and not (out / "meta.json").exists():
         raise AlreadyExists(f"{out} exists and is not a sign cache; choose another --out, or pass "
                             "--overwrite to replace it.")
+    here = world()  # several processes under `accelerate launch`: each builds a share
     if model is None:
-        model, processor = load_model(cfg.model, device=check_device(cfg.device))
+        model, processor = load_model(cfg.model, device=here.rank_device(check_device(cfg.device)))
     ex = read_examples(cfg.inputs, processor, labels=cfg.labels, groups=cfg.groups,
                        column=cfg.column, limit=cfg.limit)
     sites = cfg.sites or default_sites(model)
@@ -75,9 +77,13 @@ def build_example_cache(cfg, model=None, processor=None):
             model, processor, ex.items, sites=sites, pool=pool, labels=ex.labels,
             groups=ex.groups, batch_size=cfg.batch_size or EXAMPLE_BATCH,
             magnitudes=cfg.magnitudes, checkpoint=out.with_name(out.name + ".partial"),
-            processor_kwargs=ex.processor_kwargs)
+            processor_kwargs=ex.processor_kwargs, progress=here.is_main,
+            **({"chunk_size": cfg.chunk_size} if cfg.chunk_size else {}))
+        if cache is None:  # the main process assembles and saves it
+            return None
         cache.save(out, overwrite=cfg.overwrite)
-    write_sources(out, ex)
+    if here.is_main:
+        write_sources(out, ex)
     return cache
 
 

@@ -36,10 +36,11 @@ from tqdm.auto import tqdm
 
 from bagofdims.capture import Capture, no_cache_kwargs
 from bagofdims.checks import positive_int
+from bagofdims.devices import input_device
 from bagofdims.errors import CacheError, InvalidArgument, InvalidType, NumericalError
 from bagofdims.models import fingerprint_info, model_name, tokenizer_fingerprint, weight_fingerprint
 from bagofdims.signs import bits
-from bagofdims.signs.checkpoint import Checkpoint, Chunk, now
+from bagofdims.signs.checkpoint import Checkpoint, Chunk, now, run_chunks
 from bagofdims.signs.meta import CacheMeta
 from bagofdims.signs.pooling import Pool, parse_pool
 from bagofdims.signs.pooling import pool_states
@@ -110,7 +111,7 @@ def encode(reader, batch: list, kwargs: dict, model) -> tuple[dict, torch.Tensor
     """Model inputs for a batch of examples and their attention mask (``None``: none given)."""
     out = reader(batch, return_tensors="pt", **kwargs)
     params = inspect.signature(model.forward).parameters
-    device = next(model.parameters()).device
+    device = input_device(model)
     dtype = next(model.parameters()).dtype
     inputs = {}
     for k, v in out.items():
@@ -283,18 +284,18 @@ def build_inputs(cls, model, processor, examples, sites=("resid.*",), pool="mean
     parts: list[Chunk] = []
     bar = tqdm(total=n, desc=f"sign cache {settings['model']}", unit="ex", disable=not progress)
     names = [s.name for s in resolved]
-    for ci, start in enumerate(range(0, n, chunk_size)):
-        stop = min(start + chunk_size, n)
-        done = ckpt.load(ci) if ckpt else None
-        if done is None:
-            done = _run_chunk(model, reader, data, start, stop, names, rule, kwargs, batch_size,
-                              magnitudes, bar)
-            if ckpt:
-                ckpt.save(ci, done)
-        else:
-            bar.update(stop - start)
-        parts.append(done)
+    starts = list(range(0, n, chunk_size))
+
+    def chunk(ci: int) -> Chunk:
+        start = starts[ci]
+        return _run_chunk(model, reader, data, start, min(start + chunk_size, n), names, rule,
+                          kwargs, batch_size, magnitudes, bar)
+
+    # several processes: each computes its share, the main one assembles (the others get None)
+    parts = run_chunks(ckpt, [min(chunk_size, n - s) for s in starts], chunk, bar)
     bar.close()
+    if parts is None:
+        return None
     signs = {s: np.concatenate([p.signs[s] for p in parts]) for s in names}
     signs["_token_ids"] = ids
     mags = {s: np.concatenate([p.mags[s] for p in parts]) for s in names} if magnitudes else None
