@@ -26,6 +26,7 @@ from bagofdims.features.feature import Feature
 from bagofdims.features.discovery import DiscoveryConfig
 from bagofdims.categories import load_categories, map_categories
 from bagofdims.signs.cache import SignCache
+from bagofdims.signs.subset import token_population
 from bagofdims.models import tokenizer_fingerprint, weight_fingerprint
 from bagofdims.catalog import examples as catalog_examples
 from bagofdims.catalog import format as catalog_format
@@ -74,6 +75,11 @@ class Catalog:
         tokenizer (``bagofdims.models.load_tokenizer(cache.model_name)``); the catalog never loads
         one itself. ``n_anchors``: anchor tokens per category (default 50).
 
+        A subset cache (:mod:`bagofdims.signs.subset`: category members + a random background)
+        is accepted: its random-token null draws from the background sample only, and its
+        record lands in ``meta.subset``; AUCs against "the vocabulary" are then against the
+        cached rows. Categories with members the cache lacks are skipped and listed.
+
         An example cache (``SignCache.build_inputs``) takes ``categories="labels"`` (the default
         there), a list of labels or a dict ``name -> example indices``, no tokenizer, and
         ``n_anchors`` as a count or fraction (default 0.5) of each category's groups, or of its
@@ -97,16 +103,20 @@ class Catalog:
                                          seed=seed, forms=forms)
         in_cache = set(cache.token_ids.tolist())
         uncovered = [m for m in mapped if not (set(m.anchors) | set(m.held_out)) <= in_cache]
+        built_for = (f"; it is a subset built for the categories "
+                     f"{cache.meta.subset['categories']!r}" if cache.meta.subset else "")
         for m in uncovered:
             skipped[m.name] = (f"{len(set(m.anchors) | set(m.held_out) - in_cache)} member tokens "
                                f"are not in the cache (it covers {len(cache)} of "
-                               f"{cache.meta.vocab_size} ids)")
+                               f"{cache.meta.vocab_size} ids{built_for})")
         mapped = [m for m in mapped if m not in uncovered]
         if not mapped and uncovered:
             raise CatalogError(
                 f"No category can be evaluated: the cache covers only {len(cache)} of the "
-                f"{cache.meta.vocab_size} vocabulary ids and {len(uncovered)} categories have "
-                "members outside it. Build the cache over the full vocabulary (no tokens=/--tokens).")
+                f"{cache.meta.vocab_size} vocabulary ids{built_for} and {len(uncovered)} "
+                "categories have members outside it. Build the cache over the full vocabulary "
+                "(no tokens=/--tokens) or over a subset for these categories "
+                "(bagofdims.signs.subset.build_subset; CLI: capture --subset categories:SET).")
         if not mapped:
             raise CatalogError(
                 f"No category has enough single-token members for this tokenizer: each needs "
@@ -127,11 +137,13 @@ class Catalog:
         site_list = _match_sites(cache, sites)
         anchor_rows = [cache.rows(m.anchors) for m in mapped]
         held_rows = [cache.rows(m.held_out) for m in mapped]
+        # a subset cache's random-token null draws from its background sample only
+        token_rows, population = (None, "") if cache.is_examples else token_population(cache)
         features: list[Feature] = []
         for site in tqdm(site_list, desc="catalog", unit="site", disable=not progress):
             d = cache.width(site)
             for m, (found, metrics, threshold) in zip(mapped, evaluate_site(
-                    cache.packed(site), d, anchor_rows, held_rows, config, evidence)):
+                    cache.packed(site), d, anchor_rows, held_rows, config, evidence, token_rows)):
                 dims, signs, auc, params = found
                 features.append(Feature(
                     name=m.name, site=site, dims=dims, signs=signs, dim_auc=auc,
@@ -144,7 +156,8 @@ class Catalog:
             categories=given, n_anchors=n_anchors, forms=forms, skipped=dict(skipped),
             bos_id=cache.meta.bos_id, evidence=evidence.to_dict() if evidence is not None else {},
             cache=str(cache.path.resolve()) if cache.path else None,
-            examples=catalog_examples.settings(cache) if cache.is_examples else {})
+            examples=catalog_examples.settings(cache) if cache.is_examples else {},
+            subset=_subset_record(cache, population))
         return cls(features, meta, cache=cache, tokenizer=tokenizer)
 
     # -- access -----------------------------------------------------------------------------
@@ -330,6 +343,16 @@ class Catalog:
         if model is not None:
             cat.check_model(model)
         return cat
+
+
+def _subset_record(cache, population: str) -> dict:
+    """A subset cache's record for the catalog meta: without the ids, with the vocabulary size
+    and the population its random-token null drew from ({} for other caches)."""
+    sub = cache.meta.subset
+    if not sub:
+        return {}
+    return {**{k: v for k, v in sub.items() if k != "background_ids"},
+            "vocab_size": cache.meta.vocab_size, "token_null": population}
 
 
 def _match_sites(cache, patterns) -> list[str]:

@@ -49,6 +49,8 @@ class CatalogMeta:
     cache_relative: str | None = None  # the same, relative to the catalog directory
     evidence: dict = field(default_factory=dict)  # EvidenceConfig used ({}: none computed)
     examples: dict = field(default_factory=dict)  # example catalogs: pool, processor_kwargs, split
+    # built from a subset cache: its record (without the ids) and the random-token population
+    subset: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
 
@@ -56,8 +58,8 @@ _META_TYPES = {"model": str, "weights": str, "tokenizer": str, "sites": list, "c
                "categories": str, "n_anchors": (int, float), "forms": str, "skipped": dict,
                "bos_id": (int, type(None)), "cache": (str, type(None)),
                "cache_relative": (str, type(None)), "evidence": dict, "examples": dict,
-               "format_version": int}
-_OPTIONAL = {"examples": {}}  # fields added within format 2: absent in older catalogs
+               "subset": dict, "format_version": int}
+_OPTIONAL = {"examples": {}, "subset": {}}  # fields added within format 2: absent in older catalogs
 
 
 def _digest(obj) -> str:

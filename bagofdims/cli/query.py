@@ -96,6 +96,7 @@ def catalog(cfg: CatalogConfig) -> None:
 
     cat, out = _build(cfg)
     print(f"{cat!r} -> {out}")
+    print_subset(cat)
     for site in cat.sites:
         feats = cat.at(site)
         aucs = [f.metrics["held_out_auc"] for f in feats]
@@ -123,6 +124,17 @@ class QueryConfig:
     """Explain this dimension instead: tokens most positive and negative on it, features using it."""
     k: Annotated[int, flag(aliases=("-k",))] = 12
     """Tokens (or examples) to show."""
+
+
+def print_subset(cat) -> None:
+    """Say so when the catalog's numbers come from a subset cache (and which population)."""
+    from bagofdims.signs.subset import describe
+
+    sub = cat.meta.subset
+    if sub:
+        print(f"  subset cache: {describe(sub, sub['vocab_size'])}")
+        print(f"  (AUCs are against these cached tokens, not the whole vocabulary; the random-token "
+              f"null drew from {sub['token_null']})")
 
 
 def load_catalog(path: str):
@@ -181,6 +193,7 @@ def query(cfg: QueryConfig) -> None:
               f"[{m['held_out_auc_lo']:.3f}, {m['held_out_auc_hi']:.3f}]   null medians: random "
               f"tokens {m['null_token_auc']:.3f}, random listed words {m['null_listed_auc']:.3f} "
               f"(p = {m['p_listed']:.3f})")
+    print_subset(cat)
     dims = ", ".join(f"{int(d)}{'+' if s > 0 else '-'}" for d, s in zip(f.dims[:16], f.signs[:16]))
     print(f"  dims   {dims}{' ...' if len(f) > 16 else ''}")
     print(f"  anchors  {' '.join(w.strip() for w in f.anchor_words[:12])} ...")
@@ -189,7 +202,8 @@ def query(cfg: QueryConfig) -> None:
 
         return print_top_examples(cat, f.name, f.site, cfg.k)
     top = cat.top_tokens(f.name, k=cfg.k, site=f.site)
-    print("  top tokens  " + "  ".join(f"{t.strip()!s}:{s:.2f}" for t, s in top))
+    among = f" (of the {cat.meta.subset['n_tokens']:,} cached)" if cat.meta.subset else ""
+    print(f"  top tokens{among}  " + "  ".join(f"{t.strip()!s}:{s:.2f}" for t, s in top))
 
 
 def _explain(cat, site: str, dim: int, k: int) -> None:
@@ -197,7 +211,8 @@ def _explain(cat, site: str, dim: int, k: int) -> None:
     if not 0 <= dim < width:
         raise OutOfRange(f"--dim {dim} is outside {site}, which has {width} dims (0..{width - 1}).")
     ex = cat.explain_dim(site, dim, k=k)
-    rows = "examples" if cat.meta.examples else "vocabulary"
+    rows = "examples" if cat.meta.examples else \
+        f"{cat.meta.subset['n_tokens']:,} cached subset tokens" if cat.meta.subset else "vocabulary"
     print(f"{site} dim {dim}: positive on {ex['positive_rate']:.1%} of the {rows}")
     if cat.meta.examples:
         from bagofdims.cli.inputs import example_source
