@@ -1,14 +1,16 @@
 """The causal report of one model: E5 (do category features survive into the keys and values?),
 E6 (do FFN down-projection columns write them?) and E7 (sign flips, in
-:mod:`experiments.sign_flips`); ``causal.md``, ``causal.json`` and four plots.
+:mod:`experiments.sign_flips`); ``causal.md``, ``causal.json`` and five plots.
 
     python scripts/reproduce_causal.py --model smollm2 [--layer-step 3] [--concepts 12]
 
 The sign cache (sites ``embed``, ``resid.*``, ``k.*``, ``v.*``) is read from ``--cache`` (default
 ``<runs>/<model>/causal_cache``) or built there first (resumable); with ``--background N`` only
 the category tokens plus N random vocabulary tokens are cached (for large vocabularies).
-Layers are every ``--layer-step``-th block (always including the last), which keeps the run to
-a few minutes on a CPU.
+Layers are every ``--layer-step``-th block (always including the last). E7's control
+distributions (``--draws`` of each kind per concept, ``--depth-draws`` per layer) are the largest
+part: the shipped SmolLM2 page took 66 minutes on a 2-core CPU shared with other jobs (E7 55 of
+them, about 30,000 prompt rows through the model).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from bagofdims.categories import load_categories, map_categories
 from bagofdims.sites import find_blocks
 from bagofdims.steering.tracing import kv_survival, random_init_copy, writer_controls
 from experiments.causal_report import markdown, plots
-from experiments.report import command, write_report
+from experiments.report import command, write_json, write_report
 from experiments.runs import RunConfig, entry, load_or_build_cache
 from experiments.sign_flips import run_e7
 
@@ -48,8 +50,16 @@ class CausalConfig(RunConfig):
     """layer step of E5 (its slowest part)"""
     concepts: int = 12
     """concepts flipped in E7"""
-    prompts: int = 3
-    """prompts per concept"""
+    prompts: int = 10
+    """E7 evaluation prompts per concept (every reported effect is measured on these)"""
+    select_prompts: int = 5
+    """E7 prompts per concept that choose its layer (disjoint from the evaluation prompts)"""
+    draws: int = 50
+    """E7 control draws per kind (magnitude-stratified, disjoint) at each concept's layer"""
+    depth_draws: int = 10
+    """E7 stratified control draws per layer for the depth profile"""
+    rows_per_pass: int = 128
+    """E7 batch rows (prompts x flip patterns) per forward pass"""
     top_n: int = 200
     """coalition size (E6)"""
     background: int = 0
@@ -111,14 +121,15 @@ def run(cfg: CausalConfig, argv=None) -> dict:
     e5["layers"] = e5_layers
     # resid features at the E6/E7 layers (one catalog, every category)
     cat = bd.Catalog.build(cache, sites=[f"resid.{L}" for L in layers], tokenizer=tok,
-                           progress=False)
+                           progress=False, evidence=None)  # only the features are used here
     print(f"E5 done ({time.time() - t0:.0f}s): {len(cat.names)} categories", flush=True)
     t0 = time.time()
     e6 = run_e6(model, cat, layers, cfg.top_n, cfg.seed)
     print(f"E6 done ({time.time() - t0:.0f}s)", flush=True)
     t0 = time.time()
     with torch.no_grad():
-        e7 = run_e7(model, tok, cat, layers, cfg.concepts, cfg.prompts, cfg.seed)
+        e7 = run_e7(model, tok, cat, layers, cfg.concepts, cfg.select_prompts, cfg.prompts,
+                    cfg.draws, cfg.depth_draws, cfg.seed, cfg.rows_per_pass)
     print(f"E7 done ({time.time() - t0:.0f}s)", flush=True)
     return {
         "model": cfg.model, "cache": str(cache_path), "n_cached_tokens": len(cache),
@@ -134,6 +145,7 @@ def main(argv=None) -> dict:
     cfg = tyro.cli(CausalConfig, args=argv)
     out = cfg.out_dir  # checked before the long run
     res = run(cfg, argv)
+    write_json(out / "causal.json", res)  # the numbers first: the page regenerates from them
     files = plots(res, out)
     md = write_report(out, "causal", res, markdown(res, files))
     print(f"wrote {md} (+ causal.json, causal_*.png) in {res['seconds']} s")

@@ -1,5 +1,6 @@
 """The causal report's plots and markdown page (``causal.md``), from the result
-:mod:`experiments.causal` writes as ``causal.json``."""
+:mod:`experiments.causal` writes as ``causal.json``. The page opens with a verdict table; the
+rules that turn numbers into verdicts are :mod:`experiments.causal_verdicts`."""
 
 from __future__ import annotations
 
@@ -7,29 +8,47 @@ from pathlib import Path
 
 import torch
 
+from experiments import causal_report_legacy
+from experiments.causal_verdicts import verdicts
 from experiments.report import fmt, pyplot, save_figure
-from experiments.sign_flips import CONTROLS
 
 __all__ = ["markdown", "plots"]
 
 
-def plots(r: dict, out: Path) -> dict[str, str]:
-    """Depth profile, specificity heatmap, E5 and E6 plots; returns name -> file name."""
+def _e7_plots(r: dict, out: Path, files: dict) -> None:
     plt = pyplot()
-    files = {}
-    e7, layers = r["e7"], r["layers"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, unit in ((axes[0], "delta_mass", "Δ mass"), (axes[1], "delta_logp", "Δ log mass")):
-        for cond in ("away", *CONTROLS):
-            vals = torch.tensor([e[key][cond] for e in e7["effects"]])
-            ax.plot(layers, vals.mean(0).tolist(), marker="o", label=cond, lw=2 if cond == "away" else 1)
-        for e in e7["effects"]:
-            ax.plot(layers, e[key]["away"], color="C0", alpha=0.15, lw=0.8)
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_xlabel("layer of the flipped resid site")
-        ax.set_ylabel(f"{unit} on concept tokens (mean over concepts)")
-    axes[0].legend()
-    fig.suptitle(f"{r['model']}: sign-flip depth profile (thin: away per concept)")
+    e7 = r["e7"]
+    fig, ax = plt.subplots(figsize=(11, 4))
+    for i, d in enumerate(e7["distributions"]):
+        for j, (kind, c) in enumerate((("stratified", "C1"), ("disjoint", "C2"))):
+            ys = d["controls"][kind]
+            ax.scatter([i + (j - 0.5) * 0.3] * len(ys), ys, s=6, color=c, alpha=0.5,
+                       label=kind if i == 0 else None)
+        ax.scatter([i], [d["effects"]["away"]], marker="D", color="C0", s=40,
+                   label="away" if i == 0 else None, zorder=3)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(range(len(e7["names"])), [f"{n}\n{e7['chosen'][n]}" for n in e7["names"]],
+                  fontsize=7, rotation=45)
+    ax.set_ylabel("Δ mass on the concept's tokens")
+    ax.set_title(f"{r['model']}: away flip vs {e7['settings']['n_draws']} draws of each control "
+                 "(evaluation prompts, layer chosen on selection prompts)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    files["controls"] = "causal_controls.png"
+    save_figure(fig, out / files["controls"])
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    layers = [int(s.split(".")[1]) for s in e7["sites"]]
+    for key, label, style in (("away", "away", "o-"), ("control_median", "stratified control "
+                                                       "(median)", "s--"),
+                              ("excess", "away − control", "^-")):
+        vals = torch.tensor([[e7["depth"][n][s][key] for s in e7["sites"]] for n in e7["names"]])
+        ax.plot(layers, vals.mean(0).tolist(), style, label=label)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("layer of the flipped resid site")
+    ax.set_ylabel("Δ mass, mean over concepts")
+    ax.set_title("depth profile (evaluation prompts)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     files["depth"] = "causal_depth.png"
     save_figure(fig, out / files["depth"])
@@ -39,16 +58,23 @@ def plots(r: dict, out: Path) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     lim = float(m.abs().max()) or 1.0
     im = ax.imshow(m.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
-    ax.set_xticks(range(len(spec["names"])), spec["names"], rotation=70, fontsize=7)
-    ax.set_yticks(range(len(spec["names"])), spec["names"], fontsize=7)
+    names = spec["names"]
+    ax.set_xticks(range(len(names)), names, rotation=70, fontsize=7)
+    ax.set_yticks(range(len(names)), [f"{n} @{s}" for n, s in zip(names, spec["sites"])], fontsize=7)
     ax.set_xlabel("concept measured")
-    ax.set_ylabel("concept flipped (away)")
+    ax.set_ylabel("concept flipped (away), at its chosen layer")
     fig.colorbar(im, label="Δ log mass")
-    ax.set_title(f"specificity at {e7['common_site']}")
     fig.tight_layout()
     files["specificity"] = "causal_specificity.png"
     save_figure(fig, out / files["specificity"])
 
+
+def plots(r: dict, out: Path) -> dict[str, str]:
+    """Control distributions, depth profile, specificity heatmap, E5 and E6 plots; returns
+    name -> file name."""
+    plt = pyplot()
+    files: dict[str, str] = {}
+    _e7_plots(r, out, files)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for kind in ("resid", "k", "v"):
         pts = [(L, r["e5"]["sites"][f"{kind}.{L}"]) for L in r["e5"]["layers"] if f"{kind}.{L}" in r["e5"]["sites"]]
@@ -70,8 +96,8 @@ def plots(r: dict, out: Path) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for src, ls in (("model", "-"), ("gaussian", ":"), ("random_init", "--")):
         for pol, c in (("positive", "C0"), ("both", "C1")):
-            ys = [r["e6"][f"resid.{L}"][pol][src]["mean_coalition_agreement_cv"] for L in layers]
-            ax.plot(layers, ys, ls=ls, color=c, marker="o", ms=3, label=f"{src}, {pol}")
+            ys = [row[pol][src]["mean_coalition_agreement_cv"] for row in r["e6"].values()]
+            ax.plot([int(s.split(".")[1]) for s in r["e6"]], ys, ls=ls, color=c, marker="o", ms=3, label=f"{src}, {pol}")
     ax.axhline(0.5, color="k", lw=0.5)
     ax.set_xlabel("layer")
     ax.set_ylabel("coalition vote agreement (held-out dims)")
@@ -86,17 +112,13 @@ def _f(x, digits: int = 4) -> str:
     return fmt(x, digits, sign=True)
 
 
-def markdown(r: dict, files: dict) -> str:
-    e5, e6, e7, layers = r["e5"], r["e6"], r["e7"], r["layers"]
-    L = [f"# Causal tests on {r['model']}: K/V survival, FFN writers, sign flips", "",
-         f"Command: `{r['command']}` ({r['seconds']} s, {r['threads']} CPU thread). Sign cache: "
-         f"{r['n_cached_tokens']} tokens ({'whole vocabulary' if r['full_vocab'] else 'subset'}). "
-         f"Layers: step {layers[1] - layers[0] if len(layers) > 1 else 1} of {r['n_layers']} "
-         f"({layers}). Features: top-32 dims by per-dim AUC from 50 anchors (catalog default).",
-         "", "## E5 — K/V survival", "",
+def _e5_e6(r: dict, files: dict) -> list[str]:
+    e5, e6 = r["e5"], r["e6"]
+    L = ["## E5 — K/V survival", "",
          "Discovery rerun on the signs of each site; a category is *discoverable* when its "
-         "prototype's held-out AUC against the vocabulary reaches the threshold.", "",
-         f"| site | categories | held-out AUC ≥ 0.75 | ≥ 0.9 | mean held-out AUC | mean hard AUC |",
+         "prototype's held-out AUC against the vocabulary reaches the threshold. Keys are read "
+         "where the K projection writes them, before the rotary embedding.", "",
+         "| site | categories | held-out AUC ≥ 0.75 | ≥ 0.9 | mean held-out AUC | mean hard AUC |",
          "|---|---|---|---|---|---|"]
     for site, row in e5["sites"].items():
         L.append(f"| {site} | {row['n_categories']} | {row['discoverable']['0.75']} | "
@@ -105,7 +127,8 @@ def markdown(r: dict, files: dict) -> str:
           "Columns of block L's down projection against the features at resid.L (threshold 0.7, "
           "coalition = top-N columns by agreement, majority vote). *cv*: columns chosen on a random "
           "half of the feature's dims, scored on the other half (the in-sample numbers are inflated "
-          "by selection on any matrix, as the Gaussian control shows).", "",
+          "by selection on any matrix, as the Gaussian control shows). Features: top-32 dims; the "
+          "paper's τ-rule features of hundreds of dims are not run here.", "",
           "| site | polarity | source | single writer | single (cv) | coalition > 0.7 | coalition > 0.7 (cv) | mean coalition (cv) |",
           "|---|---|---|---|---|---|---|---|"]
     for site, row in e6.items():
@@ -114,70 +137,103 @@ def markdown(r: dict, files: dict) -> str:
                 L.append(f"| {site} | {pol} | {src} | {s['single_writer_fraction']:.2f} | "
                          f"{s['single_writer_fraction_cv']:.2f} | {s['coalition_above_threshold']:.2f} | "
                          f"{s['coalition_above_threshold_cv']:.2f} | {s['mean_coalition_agreement_cv']:.3f} |")
-    pos = {src: [e6[site]["positive"][src] for site in e6] for src in ("model", "gaussian", "random_init")}
-    mean = lambda xs, k: sum(x[k] for x in xs) / len(xs)  # noqa: E731
-    L += ["", "Averaged over layers (positive polarity): single-writer fraction in-sample "
-          + ", ".join(f"{s} {mean(v, 'single_writer_fraction'):.2f}" for s, v in pos.items())
-          + "; cross-validated " + ", ".join(f"{s} {mean(v, 'single_writer_fraction_cv'):.2f}"
-                                              for s, v in pos.items())
-          + "; held-out coalition vote agreement " + ", ".join(
-              f"{s} {mean(v, 'mean_coalition_agreement_cv'):.3f}" for s, v in pos.items())
-          + ". With 32-dim features and d_ff columns, a column above 0.7 and a top-N vote above "
-          "0.7 arise by selection in any matrix; only the cross-validated numbers separate the "
-          "model from its controls."]
-    L += ["", f"![E6]({files['e6']})", "", "## E7 — sign flips", "",
-          "Unit: next-token probability mass on the concept's tokens (anchors + held-out ids) at the "
-          "last prompt token, intervened minus baseline, mean over the concept's prompts; flips at "
-          "all positions, strength 1. Controls: `toward`; `random` (magnitude-matched dims, "
-          "flipped away from their usual sign); `disjoint` (uniform dims outside the feature); "
-          "`concept` (an unrelated concept's feature at the same layer).", "",
-          f"![depth profile]({files['depth']})", ""]
-    away = torch.tensor([e["delta_mass"]["away"] for e in e7["effects"]]).mean(0)
-    L += ["Mean away Δ mass per layer: " + ", ".join(
-        f"{s} {_f(float(v), 3)}" for s, v in zip(e7["sites"], away)) + ".", ""]
-    for title, key in (("Per-concept best layer (chosen on the away effect itself)", "per_concept_best"),
-                       (f"One common layer ({e7['common_site']}, best mean away effect)", "common_layer")):
-        w = e7[key]
-        L += [f"### {title}", "",
-              f"**away lowers the mass more than every control on {w['n_beat_all_controls']} of "
-              f"{w['n']} concepts** (by Δ log mass: {w['n_beat_all_controls_logp']} of {w['n']}).", "",
-              "Per control, away is lower on: " + ", ".join(
-                  f"{c} {k}/{w['n']}" for c, k in w["n_beat_each_control"].items()) + ".", "",
-              "| concept | site | away | toward | random | disjoint | concept | beats all |",
-              "|---|---|---|---|---|---|---|---|"]
-        for row in w["rows"]:
-            L.append(f"| {row['name']} | {row['site']} | {_f(row['away'])} | {_f(row['toward'])} | "
-                     f"{_f(row['random'])} | {_f(row['disjoint'])} | {_f(row['concept'])} | "
-                     f"{'yes' if all(row['beats'].values()) else 'no'} |")
-        L.append("")
-    diag = e7["control_diagnostics"]
-    hit = [n for n, d in diag.items() if d["disjoint_massive_dims"]]
-    hit_r = [n for n, d in diag.items() if d["random_massive_dims"]]
-    rows = e7["common_layer"]["rows"]
-    clean = [r for r in rows if r["name"] not in hit]
-    L += ["### Why the disjoint control sometimes wins", "",
-          f"At {e7['common_site']}, the disjoint draw (uniform over dims outside the feature) "
-          f"contains a massive-activation dim (mean |x| over the prompts > 20x the site's median) "
-          f"for {len(hit)} of {len(diag)} concepts: {', '.join(hit) or 'none'} (dims "
-          f"{sorted({x for d in diag.values() for x in d['disjoint_massive_dims']})}). The "
-          f"magnitude-matched random draws hit one for {len(hit_r)}, and the features' own dims "
-          f"peak at {max(d['feature_max_ratio'] for d in diag.values()):.1f}x the median. Negating "
-          "such a dim at every position breaks the model for every concept (see the random "
-          "control, which matches magnitudes and stays small), so this is a property of the "
-          "uniform control, not evidence against the feature. Excluding those draws, away beats "
-          f"every control on {sum(all(r['beats'].values()) for r in clean)} of {len(clean)} "
-          "concepts.", "",
-          "| concept | max mean|x| / median: feature dims | random dims | disjoint dims | massive disjoint dims |",
-          "|---|---|---|---|---|"]
-    L += [f"| {n} | {d['feature_max_ratio']:.1f} | {d['random_max_ratio']:.1f} | "
-          f"{d['disjoint_max_ratio']:.1f} | {d['disjoint_massive_dims']} |" for n, d in diag.items()]
-    L.append("")
-    base = {e["name"]: e["baseline_mass"] for e in e7["effects"]}
-    L += ["Baseline masses: " + ", ".join(f"{n} {v:.3f}" for n, v in base.items()) + ".", "",
-          f"### Specificity at {e7['common_site']}", "",
-          f"Flip concept i (rows) away, measure concept j (columns) on its own prompts. A concept's "
-          f"own flip lowers its log mass more than any other flip for "
-          f"{e7['specificity']['diagonal_rank'] * 100:.0f}% of the concepts.", "",
-          f"![specificity]({files['specificity']})", "",
-          "Prompts (first concept): " + "; ".join(f"`{p}`" for p in e7["effects"][0]["prompts"]), ""]
-    return "\n".join(L)
+    return L + ["", f"![E6]({files['e6']})", ""]
+
+
+def _e7(r: dict, files: dict) -> list[str]:
+    e7, st = r["e7"], r["e7"]["settings"]
+    sm = e7["summary"]
+    L = ["## E7 — sign flips", "",
+         f"Unit: next-token probability mass on the concept's tokens (anchors + held-out ids) at the "
+         f"last prompt token, flipped minus unflipped, mean over the concept's prompts; flips at all "
+         f"positions, strength 1. Protocol, fixed before any effect was seen: per concept "
+         f"{st['n_select']} selection prompts choose the layer (the grid layer whose `away` flip "
+         f"lowers the mass most on them); {st['n_eval']} other prompts measure every number below. "
+         f"At the chosen layer: {st['n_draws']} magnitude-stratified draws (each feature dim "
+         f"replaced by an outside dim from the same of {st['strata']} equal-count bins of mean |x|) "
+         f"and {st['n_draws']} disjoint uniform draws, each flipped away from its usual sign; "
+         f"`toward`; `single` (the feature's best dim alone); `concept` (an unrelated concept's "
+         f"feature). p = (1 + draws with a drop at least as large as away's) / (1 + "
+         f"{st['n_draws']}). No draw or concept is excluded; draws that contain a "
+         f"massive-activation dim (mean |x| > {st['massive_ratio']:g}× the site's median) are "
+         f"counted: {sm['stratified']['massive_draws']} stratified and "
+         f"{sm['disjoint']['massive_draws']} disjoint draws in all.", "",
+         f"![controls]({files['controls']})", "",
+         "| concept | layer | base mass | away | toward | single | concept | stratified median "
+         "[5%, 95%] | p | disjoint median [5%, 95%] | p | p (Δ log mass): strat / disj |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for d in e7["distributions"]:
+        q = {k: torch.quantile(torch.tensor(d["controls"][k], dtype=torch.float64),
+                               torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)).tolist()
+             for k in ("stratified", "disjoint")}
+        ef = d["effects"]
+        L.append(f"| {d['name']} | {d['site']} | {d['baseline_mass']:.3f} | {_f(ef['away'])} | "
+                 f"{_f(ef['toward'])} | {_f(ef['single'])} | {_f(ef['concept'])} | "
+                 f"{_f(q['stratified'][1])} [{_f(q['stratified'][0])}, {_f(q['stratified'][2])}] | "
+                 f"{d['p']['stratified']:.3f} | {_f(q['disjoint'][1])} [{_f(q['disjoint'][0])}, "
+                 f"{_f(q['disjoint'][2])}] | {d['p']['disjoint']:.3f} | "
+                 f"{d['p_logp']['stratified']:.3f} / {d['p_logp']['disjoint']:.3f} |")
+    for kind in ("stratified", "disjoint"):
+        k = sm[kind]
+        L += ["", f"**Against {kind} draws**: p < {st['alpha']} for {k['n_significant']} of "
+              f"{k['n']} concepts (by Δ log mass: {k['n_significant_logp']}); by chance "
+              f"{k['expected_by_chance']:.1f} expected (P(≥ {k['n_significant']}) = "
+              f"{k['p_count']:.2g}); median p {k['median_p']:.3f}; on average "
+              f"{100 * k['share_as_strong']:.0f}% of a concept's draws lower the mass as much as "
+              f"away does."]
+    sat = [d for d in e7["distributions"] if d["effects"]["away"] <= -0.9 * d["baseline_mass"]]
+    tied = sum(any(c <= d["effects"]["away"] for k in ("stratified", "disjoint")
+                   for c in d["controls"][k]) for d in sat)
+    L += ["", f"**Floor.** Away removes at least 90% of the baseline mass for {len(sat)} of "
+          f"{len(e7['distributions'])} concepts; for {tied} of them some control draw does too, "
+          "and each such draw counts against away (a floor on its p-value). The Δ log mass "
+          "p-values (last column) are not capped at the floor."]
+    ds = e7["depth_summary"]
+    L += ["", "### Depth profile", "",
+          f"`away` and {st['depth_draws']} stratified draws at every layer of the grid, on the "
+          f"evaluation prompts. Excess of away over the control median, mean over concepts: first "
+          f"third ({', '.join(ds['early']['sites'])}) {_f(ds['early']['mean'])} "
+          f"[{_f(ds['early']['lo'])}, {_f(ds['early']['hi'])}], last third "
+          f"({', '.join(ds['late']['sites'])}) {_f(ds['late']['mean'])} [{_f(ds['late']['lo'])}, "
+          f"{_f(ds['late']['hi'])}] (95% bootstrap over concepts).", "",
+          f"![depth]({files['depth']})", "",
+          "| concept | " + " | ".join(e7["sites"]) + " |", "|---|" + "---|" * len(e7["sites"])]
+    for n in e7["names"]:
+        L.append(f"| {n} | " + " | ".join(
+            f"{_f(e7['depth'][n][s]['excess'], 3)}" for s in e7["sites"]) + " |")
+    L += ["", "Rows: away minus the stratified-control median per layer. Selection-prompt "
+          "away effects per layer (what chose each layer) are in `causal.json` (`e7.selection`); "
+          f"the layer with the lowest mean over concepts there is {e7['common_site']}.", ""]
+    sp = e7["specificity"]["stats"]
+    L += ["### Specificity", "",
+          f"Each concept's feature flipped away at its chosen layer (rows), every concept's mass "
+          f"measured on its own evaluation prompts (columns). A concept's own flip lowers its log "
+          f"mass more than any other flip for {sp['own_best']} of {sp['n']} concepts "
+          f"({100 * sp['rate']:.0f}%, 95% Wilson [{100 * sp['rate_lo']:.0f}%, "
+          f"{100 * sp['rate_hi']:.0f}%]); chance {100 * sp['chance']:.0f}% (P(≥ {sp['own_best']} "
+          f"by chance) = {sp['p_chance']:.2g}). Own change minus the median of the other flips' "
+          f"changes: median {_f(sp['margin'], 3)} [{_f(sp['margin_lo'], 3)}, "
+          f"{_f(sp['margin_hi'], 3)}] (bootstrap over concepts; negative = the own flip hits "
+          "harder).", "", f"![specificity]({files['specificity']})", "",
+          "Prompts (first concept), selection: " + "; ".join(
+              f"`{p}`" for p in e7["prompts"][e7["names"][0]]["select"]) + "; evaluation: " +
+          "; ".join(f"`{p}`" for p in e7["prompts"][e7["names"][0]]["eval"]), ""]
+    return L
+
+
+def markdown(r: dict, files: dict) -> str:
+    if "distributions" not in r["e7"]:  # a page written before control distributions
+        return causal_report_legacy.markdown(r, files)
+    layers = r["layers"]
+    L = [f"# Causal tests on {r['model']}: K/V survival, FFN writers, sign flips", "",
+         f"Command: `{r['command']}` ({r['seconds']} s, {r['threads']} CPU thread). Sign cache: "
+         f"{r['n_cached_tokens']} tokens ({'whole vocabulary' if r['full_vocab'] else 'subset'}). "
+         f"Layers: step {layers[1] - layers[0] if len(layers) > 1 else 1} of {r['n_layers']} "
+         f"({layers}). Features: top-32 dims by per-dim AUC from 50 anchors (catalog default).",
+         "", "## Verdicts", "",
+         "| paper claim | our number (95% CI) | verdict | why |", "|---|---|---|---|"]
+    L += [f"| {v['claim']} | {v['ours']} | **{v['verdict']}** | {v['why']} |" for v in verdicts(r)]
+    L += ["", "Rules: see `experiments/causal_verdicts.py`. No row picks a layer on its outcome: "
+          "E7's layers are chosen on separate prompts, E5/E6 rows give the range over every "
+          "layer run.", ""]
+    return "\n".join(L + _e5_e6(r, files) + _e7(r, files))

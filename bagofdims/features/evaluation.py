@@ -27,9 +27,10 @@ def membership(n_rows: int, sets: list[torch.Tensor]) -> torch.Tensor:
 
 
 def prototype_scores(packed: torch.Tensor, d: int, dims_signs: list[tuple]) -> torch.Tensor:
-    """``[n_rows, C]`` agreement fraction of every row with every prototype."""
+    """``[n_rows, C]`` agreement fraction of every row with every prototype; a prototype
+    without dims (a threshold rule that kept none) scores 0.5 everywhere, i.e. AUC 0.5."""
     w = bits.feature_matrix(dims_signs, d)
-    return bits.feature_scores(packed, w)
+    return torch.nan_to_num(bits.feature_scores(packed, w), nan=0.5)
 
 
 def evaluate_prototypes(packed: torch.Tensor, d: int, dims_signs: list[tuple],

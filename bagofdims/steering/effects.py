@@ -13,6 +13,9 @@ apple, banana, cherry,"), and its log. ``flip_effect`` reports, per layer, the c
 ``specificity_matrix`` flips each concept in turn and measures every concept's mass on its own
 prompts: a specific feature moves its diagonal entry and leaves the rest.
 
+Each control here is a single draw; :mod:`bagofdims.steering.controls` measures a feature
+against whole distributions of them, batched, with p-values and specificity.
+
 ``strength_sweep`` generates greedily at a list of strengths and scores each continuation's
 perplexity under the unsteered model, which shows the strength at which the text degrades.
 """
@@ -21,72 +24,21 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from bagofdims.devices import input_device
 from bagofdims.features.feature import Feature
 from bagofdims.steering.interventions import sign_flip
+from bagofdims.steering.prompts import LABELS, TEMPLATES, concept_prompts, concept_tokens, split_prompts
 from bagofdims.errors import InvalidArgument, NotFound
 
+__all__ = ["CONDITIONS", "LABELS", "TEMPLATES", "FlipEffect", "concept_prompts", "concept_tokens",
+           "flip_effect", "next_token_mass", "pick_unrelated", "specificity_matrix", "split_prompts",
+           "strength_sweep"]
+
 CONDITIONS = ("away", "toward", "random", "disjoint", "concept")
-
-# Plural labels for prompts; other categories fall back to their name with spaces.
-LABELS = {
-    "bird": "birds", "fruit": "fruits", "country": "countries", "color": "colors",
-    "vehicle": "vehicles", "tool": "tools", "disease": "diseases", "emotion": "emotions",
-    "city": "cities", "musical_instrument": "musical instruments", "insect": "insects",
-    "weapon": "weapons", "body_part": "body parts", "chemical_element": "chemical elements",
-    "number_word": "numbers", "natural_language": "languages", "language": "languages",
-    "garment": "garments", "clothing": "clothes", "dish": "dishes", "drug": "drugs",
-    "river": "rivers", "tree": "trees", "fish": "fish", "teleost_fish": "fish",
-    "mineral": "minerals", "occupation": "occupations", "relative": "relatives",
-    "meat": "meats", "herb": "herbs", "reptile": "reptiles", "sport": "sports",
-    "monetary_unit": "currencies", "unit_of_measurement": "units of measurement",
-    "time_period": "time periods", "shape": "shapes", "room": "rooms", "building": "buildings",
-    "container": "containers", "fabric": "fabrics", "island": "islands", "european": "Europeans",
-    "national_capital": "capital cities", "deity": "gods", "scientist": "scientists",
-    "canine": "dogs", "vessel": "ships", "bone": "bones", "organ": "organs",
-    "vertebrate": "animals", "element_symbol": "chemical element symbols",
-    "male_name": "boys' names", "female_name": "girls' names", "surname": "surnames",
-    "state_province": "states and provinces", "vascular_plant": "plants", "unit": "units",
-    "organic_compound": "organic compounds", "city_europe": "European cities",
-    "us_city": "American cities", "inhabitant": "nationalities",
-}
-
-TEMPLATES = (
-    "Here is a list of {label}: {a}, {b}, {c},",
-    "Examples of {label} include {a}, {b} and",
-    "Some {label}: {a}, {b}, {c}, and",
-    "{A}, {b} and {c} are all {label}. Another one is",
-)
-
-
-def concept_tokens(feature: Feature) -> torch.Tensor:
-    """The concept's token ids: its anchors and held-out ids (unique)."""
-    ids = list(dict.fromkeys([*feature.anchors, *feature.held_out]))
-    if not ids:
-        raise InvalidArgument(f"Feature '{feature.name}' has no anchor or held-out token ids; pass "
-                         "a catalog feature (or set feature.anchors).")
-    return torch.as_tensor(ids, dtype=torch.int64)
-
-
-def concept_prompts(feature: Feature, label: str | None = None, n: int = 3, seed: int = 0) -> list[str]:
-    """``n`` prompts listing members of the concept (from its anchor words) and asking for more."""
-    words = [w.strip() for w in feature.anchor_words if w.strip().isalpha()]
-    words = list(dict.fromkeys(words))
-    if len(words) < 3:
-        raise InvalidArgument(f"Feature '{feature.name}' has fewer than 3 anchor words to build prompts "
-                         "from; pass prompts=[...] explicitly.")
-    label = label or LABELS.get(feature.name, feature.name.replace("_", " "))
-    rng = random.Random(f"{seed}:{feature.name}")
-    out = []
-    for i in range(n):
-        a, b, c = rng.sample(words, 3)
-        out.append(TEMPLATES[i % len(TEMPLATES)].format(label=label, a=a, b=b, c=c, A=a.capitalize()))
-    return out
-
 
 def require_lm(model) -> None:
     """Raise unless ``model`` predicts next tokens (an LM head), as generation and masses need."""
@@ -103,7 +55,7 @@ def next_token_mass(model, tok, prompts: list[str], token_sets: list[torch.Tenso
     """``[n_prompts, n_sets]`` next-token probability mass of each token set after each prompt."""
     require_lm(model)
     enc = tok(prompts, return_tensors="pt", padding=True)
-    device = next(model.parameters()).device
+    device = input_device(model)
     enc = {k: v.to(device) for k, v in enc.items()}
     logits = model(**enc).logits
     mask = enc["attention_mask"]
@@ -145,7 +97,7 @@ def _feature_at(cat, name: str, site: str) -> Feature:
     return cat.get(name, site)
 
 
-def _pick_unrelated(cat, name: str, site: str) -> str:
+def pick_unrelated(cat, name: str, site: str) -> str:
     """The catalog concept whose feature at ``site`` shares the fewest dims and tokens with ``name``."""
     me = cat.get(name, site)
     mine, my_tokens = set(me.dims.tolist()), set(concept_tokens(me).tolist())
@@ -204,7 +156,7 @@ def flip_effect(model, tok, cat, feature, prompts: list[str] | None = None, laye
     if "concept" in conditions:
         if isinstance(cat, dict):
             raise InvalidArgument("The 'concept' control needs a Catalog (to find an unrelated concept).")
-        eff.control_concept = control_concept or _pick_unrelated(cat, name, sites[-1])
+        eff.control_concept = control_concept or pick_unrelated(cat, name, sites[-1])
     for site in sites:
         f = _feature_at(cat, name, site)
         eff.n_dims.append(len(f))
@@ -342,7 +294,7 @@ def strength_sweep(model, tok, feature, prompt: str, strengths=SWEEP_STRENGTHS, 
         raise InvalidArgument(f"factor={factor!r}: pass a finite number > 0 (2: twice the baseline).")
     feats = [feature] if isinstance(feature, Feature) else list(feature)
     sign_flip(model, feats, mode=mode, positions=positions)  # checks mode, positions, features
-    device = next(model.parameters()).device
+    device = input_device(model)
     enc = tok([prompt], return_tensors="pt").to(device)
     prompt_ids = enc["input_ids"][0]
     if len(prompt_ids) == 0:

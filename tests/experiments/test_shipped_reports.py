@@ -11,7 +11,7 @@ from experiments import (category_coverage, causal_report, input_comparison, pro
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 CAUSAL_FILES = {"depth": "causal_depth.png", "specificity": "causal_specificity.png",
-                "e5": "causal_kv.png", "e6": "causal_ffn.png"}
+                "e5": "causal_kv.png", "e6": "causal_ffn.png", "controls": "causal_controls.png"}
 
 
 def _reading(res):

@@ -9,8 +9,9 @@ from bagofdims import stats
 from bagofdims.errors import BagOfDimsError
 from bagofdims.features.discovery import DiscoveryConfig
 from bagofdims.features.evaluation import membership
-from bagofdims.features.evidence import (EvidenceConfig, bootstrap_interval, evaluate_site,
-                                         member_wins, site_evidence)
+from bagofdims.features.evidence import (EvidenceConfig, bootstrap_interval, category_interval,
+                                         evaluate_site, member_wins, p_value, reference_evidence,
+                                         site_evidence)
 from bagofdims.features.discovery import discover_rows, positive_rates
 
 
@@ -108,3 +109,64 @@ def test_evidence_config_refuses_bad_values(kw):
 def test_membership_helper_is_consistent():
     m = membership(5, [torch.tensor([0, 2]), torch.tensor([4])])
     assert m.tolist() == [[True, False], [False, False], [True, False], [False, False], [False, True]]
+
+
+def test_hard_negative_reference_and_above_null_decision():
+    cache, _, _ = planted.make_cache()
+    packed, d = cache.packed("resid.0"), cache.width("resid.0")
+    anchors, held = _planted_sets(cache)
+    out = evaluate_site(packed, d, anchors, held, DiscoveryConfig(), EvidenceConfig(n_draws=30,
+                                                                                     n_boot=200))
+    metrics = [m for _, m, _ in out]
+    for m in metrics[:3]:  # planted: above the pseudo-categories' hard AUC too
+        assert m["p_hard"] < 0.05 and m["above_null"] == 1.0
+        assert m["hard_auc_lo"] <= m["hard_auc"] <= m["hard_auc_hi"]
+    # a pseudo-category of listed words scores about chance against the other listed words
+    assert abs(metrics[0]["null_listed_hard_auc"] - 0.5) < 0.1
+    assert metrics[3]["above_null"] == 0.0
+    assert metrics[0]["null_listed_q05"] <= metrics[0]["null_listed_auc"] <= metrics[0]["null_listed_q95"]
+
+
+def test_reference_evidence_gain_is_zero_against_itself_and_positive_against_noise():
+    cache, _, _ = planted.make_cache()
+    packed, d = cache.packed("resid.0"), cache.width("resid.0")
+    anchors, held = _planted_sets(cache)
+    anchors, held = anchors[:3], held[:3]
+    found = discover_rows(packed, d, anchors, DiscoveryConfig())
+    from bagofdims.features.evaluation import prototype_scores
+
+    scores = prototype_scores(packed, d, [(f[0], f[1]) for f in found])
+    same = reference_evidence(packed, d, anchors, held, DiscoveryConfig(), scores=scores)
+    assert torch.equal(same["ref_gain"], torch.zeros(3, dtype=torch.float64))
+    noise = bd.bits.pack_signs(torch.randn(packed.shape[0], d, generator=torch.Generator().manual_seed(4)))
+    ref = reference_evidence(noise, d, anchors, held, DiscoveryConfig(), EvidenceConfig(n_boot=200),
+                             scores)
+    assert bool((ref["ref_held_out_auc"] - 0.5).abs().max() < 0.15)
+    assert bool((ref["ref_gain_lo"] > 0.3).all())  # the planted site adds a lot over noise
+    med, lo, hi = category_interval(ref["u_gain"], ref["valid"], n_boot=200)
+    assert lo <= med <= hi and lo > 0.3
+    with pytest.raises(BagOfDimsError, match="rows"):
+        reference_evidence(noise, d, anchors, held, DiscoveryConfig(), scores=scores[:10])
+
+
+def test_category_interval_brackets_the_median_and_narrows_with_categories():
+    g = torch.Generator().manual_seed(2)
+    few = 0.8 + 0.1 * torch.randn(6, generator=g)
+    many = 0.8 + 0.1 * torch.randn(300, generator=g)
+    m1, lo1, hi1 = category_interval(few, n_boot=500)
+    m2, lo2, hi2 = category_interval(many, n_boot=500)
+    assert lo1 <= m1 <= hi1 and lo2 <= m2 <= hi2 and m1 == float(few.double().median())
+    assert (hi2 - lo2) < (hi1 - lo1) / 2
+    # two levels: members add spread when categories agree exactly
+    u = torch.rand(5, 8, generator=g, dtype=torch.float64)
+    u = u - u.mean(1, keepdim=True) + 0.7  # every category's mean is 0.7
+    valid = torch.ones_like(u, dtype=torch.bool)
+    m, lo, hi = category_interval(u, valid, n_boot=500)
+    assert abs(m - 0.7) < 1e-9 and lo < 0.7 - 1e-3 and hi > 0.7 + 1e-3
+    assert category_interval(torch.tensor([float("nan")]))[0] != category_interval(torch.tensor([float("nan")]))[0]
+
+
+def test_p_value_counts_ties_and_is_never_zero():
+    null = torch.tensor([0.5, 0.6, 0.7, 0.7])
+    p = p_value(null, torch.tensor([0.9, 0.7, 0.1]))
+    assert p.tolist() == [1 / 5, 3 / 5, 1.0]
