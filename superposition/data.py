@@ -1,8 +1,10 @@
 """Binary bag-of-words windows: vocabulary, windowing, sparse (CSR) storage and batches.
 
 Documents are shuffled once (seeded) and split by position: the last ``val_fraction`` of them is
-validation. Windows of ``window`` consecutive lines (stride ``stride``) are cut separately inside
-each split, so no window ever holds lines from both sides.
+validation. Windows of ``window`` consecutive lines (stride ``stride``) are cut inside each
+document, so no window ever holds lines of two documents (nor of both splits). A document shorter
+than the window is one window holding all of it (``short_docs="whole"``) or is left out
+(``short_docs="skip"``).
 """
 from __future__ import annotations
 
@@ -23,9 +25,20 @@ from .corpus import FORCED_WORDS, Document, load_corpus, tokenize
 from bagofdims.errors import InvalidArgument, MissingFile, ResumeError, StorageError
 from bagofdims.storage import atomic_dir, sha256
 
-FORMAT = 2  # 2: meta.json carries "format" and the sha256 of every file ("files")
+# 2: meta.json carries "format" and the sha256 of every file ("files")
+# 3: windows stop at document boundaries (format 2 windows ran across documents)
+FORMAT = 3
+SHORT_DOCS = ("whole", "skip")
 
 log = logging.getLogger(__name__)
+
+
+WINDOWING = {
+    "whole": "windows of {w} consecutive lines, stride {s}, inside one document (never across two); "
+             "a document shorter than {w} lines is one window holding all of it",
+    "skip": "windows of {w} consecutive lines, stride {s}, inside one document (never across two); "
+            "documents shorter than {w} lines are left out",
+}
 
 
 @dataclass
@@ -34,22 +47,37 @@ class DataConfig:
     out: str = "runs/bows/data"
     """Data directory to write (vocab.json, meta.json, train / val / frequency .safetensors)."""
     corpus: str = "default"
-    """Text source: default (the packaged wiki and bbc), a comma list of wiki / bbc, a Hugging Face
-    datasets spec NAME:CONFIG@SPLIT, or a path / glob of local .txt, .json or .jsonl files."""
+    """Text source: default (the packaged wiki and bbc), a comma list of wiki / bbc / shakespeare,
+    or a Hugging Face datasets source SOURCE[@SPLIT][#COLUMN]: a hub name such as
+    wikitext:wikitext-103-raw-v1 (online), a save_to_disk directory, or a path / glob of local
+    .txt, .json or .jsonl files (split: train, column: text unless named)."""
     vocab: int = 10000
     """Vocabulary size in words: 39 forced words (days, months, planets, animals) first, then the
     most frequent words of the training documents."""
     window: int = 20
     """Lines (paragraphs) per window: a window is the set of vocabulary words in this many
-    consecutive lines of one split (the whole split if it is shorter)."""
+    consecutive lines of one document; it never spans two documents."""
     stride: int = 1
     """Lines from the start of one window to the start of the next (1: a window at every line)."""
+    short_docs: str = "whole"
+    """Documents with fewer lines than --window: whole (the document is one window) or skip."""
     min_chars: int = 50
     """Lines shorter than this many characters count as empty (they keep their place, add no words)."""
     val_fraction: float = 0.1
     """Fraction of the documents (after the seeded shuffle) held out as validation, in [0, 1)."""
     seed: int = 0
     """Seed of the document shuffle that decides the train / validation split."""
+
+
+def check_config(cfg: DataConfig) -> None:
+    """Refuse settings that cannot make data, before any corpus is read."""
+    if cfg.vocab < 1 or cfg.window < 1 or cfg.stride < 1 or cfg.min_chars < 0:
+        raise InvalidArgument(f"vocab, window and stride must be >= 1 and min_chars >= 0 (got {cfg.vocab}, "
+                              f"{cfg.window}, {cfg.stride}, {cfg.min_chars})")
+    if not 0 <= cfg.val_fraction < 1:
+        raise InvalidArgument(f"val_fraction must lie in [0, 1), not {cfg.val_fraction}")
+    if cfg.short_docs not in SHORT_DOCS:
+        raise InvalidArgument(f"short_docs must be one of {', '.join(SHORT_DOCS)}, not {cfg.short_docs!r}")
 
 
 def build_vocab(lines: list[list[str]], size: int, forced: list[str] = FORCED_WORDS) -> list[str]:
@@ -73,19 +101,39 @@ def lines_matrix(lines: list[list[str]], index: dict[str, int]) -> sp.csr_matrix
     return m
 
 
-def window_matrix(lines: sp.csr_matrix, window: int, stride: int = 1) -> sp.csr_matrix:
+def window_matrix(lines: sp.csr_matrix, window: int, stride: int = 1,
+                  doc_lengths=None, short_docs: str = "whole") -> sp.csr_matrix:
     """Union of ``window`` consecutive rows, every ``stride`` rows, as one sparse product.
 
-    A stream shorter than the window gives one window holding all of it.
+    ``doc_lengths`` (rows per document, summing to the row count; default: one document) keeps
+    every window inside one document. A document shorter than the window gives one window holding
+    all of it (``short_docs="whole"``) or none (``"skip"``).
     """
+    if window < 1 or stride < 1:
+        raise InvalidArgument(f"window and stride must be >= 1 (got {window}, {stride})")
+    if short_docs not in SHORT_DOCS:
+        raise InvalidArgument(f"short_docs must be one of {SHORT_DOCS}, not {short_docs!r}")
     n = lines.shape[0]
-    if n == 0:
+    lens = np.asarray([n] if doc_lengths is None else doc_lengths, dtype=np.int64)
+    if lens.sum() != n or np.any(lens < 0):
+        raise InvalidArgument(f"document lengths sum to {lens.sum()}, not the {n} lines")
+    if short_docs == "skip":
+        lens_w = np.where(lens >= window, lens, 0)
+    else:
+        lens_w = lens
+    width = np.minimum(window, lens_w)                          # window width in each document
+    count = np.where(lens_w > 0, (lens_w - width) // stride + 1, 0)  # windows per document
+    doc_start = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    k = int(count.sum())
+    if k == 0:
         return sp.csr_matrix((0, lines.shape[1]), dtype=np.float32)
-    w = min(window, n)
-    starts = np.arange(0, n - w + 1, stride)
-    rows = np.repeat(np.arange(len(starts)), w)
-    cols = (starts[:, None] + np.arange(w)[None, :]).ravel()
-    band = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(starts), n))
+    doc = np.repeat(np.arange(len(lens)), count)
+    first = np.concatenate([[0], np.cumsum(count)[:-1]])
+    starts = doc_start[doc] + (np.arange(k) - first[doc]) * stride
+    widths = width[doc]
+    rows = np.repeat(np.arange(k), widths)
+    cols = np.repeat(starts - np.concatenate([[0], np.cumsum(widths)[:-1]]), widths) + np.arange(widths.sum())
+    band = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(k, n))
     out = (band @ lines).tocsr()
     out.data[:] = 1
     out.sort_indices()
@@ -111,8 +159,9 @@ def make_windows(docs: list[Document], cfg: DataConfig) -> tuple[list[str], sp.c
     vocab = build_vocab(tok[0], cfg.vocab)
     index = {w: i for i, w in enumerate(vocab)}
     mats = []
-    for lines in tok:
-        x = window_matrix(lines_matrix(lines, index), cfg.window, cfg.stride)
+    for lines, p in zip(tok, parts):
+        x = window_matrix(lines_matrix(lines, index), cfg.window, cfg.stride,
+                          doc_lengths=[len(docs[i]) for i in p], short_docs=cfg.short_docs)
         keep = np.diff(x.indptr) > 0  # windows with no vocabulary word teach nothing
         mats.append(x[keep])
     return vocab, mats[0], mats[1]
@@ -121,10 +170,14 @@ def make_windows(docs: list[Document], cfg: DataConfig) -> tuple[list[str], sp.c
 def build_data(cfg: DataConfig) -> Path:
     """Read the corpus, cut windows and write ``cfg.out`` (vocab.json, meta.json, CSR files)."""
     t0 = time.time()
+    check_config(cfg)
     docs = load_corpus(cfg.corpus)
     vocab, train, val = make_windows(docs, cfg)
     freq = np.asarray(train.sum(axis=0)).ravel() / max(train.shape[0], 1)
+    lengths = np.array([len(d) for d in docs])
     meta = {"format": FORMAT, "config": asdict(cfg), "documents": len(docs), "vocab_size": len(vocab),
+            "windowing": WINDOWING[cfg.short_docs].format(w=cfg.window, s=cfg.stride),
+            "documents_shorter_than_window": int((lengths < cfg.window).sum()),
             "train": sparsity_stats(train), "val": sparsity_stats(val), "seconds": time.time() - t0}
     log.info("data: %d docs, V=%d, train %s, val %s", len(docs), len(vocab), meta["train"], meta["val"])
 
@@ -150,6 +203,11 @@ def ensure_data(cfg: DataConfig) -> "BowsData":
     if not (out / "meta.json").exists():
         build_data(cfg)
         return BowsData(out)
+    check_config(cfg)
+    old = _format_of(out)
+    if isinstance(old, int) and old != FORMAT:
+        raise ResumeError(f"{out} holds bows data of format {old} ({FORMAT_CHANGES.get(old, 'another version')}); "
+                          f"this version needs format {FORMAT}. Delete {out} (or use another directory) to rebuild it.")
     data = BowsData(out)
     wanted, saved = asdict(cfg), data.meta.get("config", {})
     diffs = [f"{k}: {wanted[k]!r} here, {saved.get(k)!r} in the saved data"
@@ -158,6 +216,16 @@ def ensure_data(cfg: DataConfig) -> "BowsData":
         raise ResumeError(f"{out} holds data built with other settings ({'; '.join(diffs)}). Use the "
                           f"same settings, or another directory (or delete {out}) to rebuild it.")
     return data
+
+
+FORMAT_CHANGES = {1: "no checksums", 2: "its windows ran across document boundaries"}
+
+
+def _format_of(out: Path):
+    try:
+        return json.loads((out / "meta.json").read_text()).get("format")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
 
 
 @dataclass
@@ -188,6 +256,10 @@ class BowsData:
             self.meta = json.loads((self.path / "meta.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise self._bad(f"meta.json is not readable JSON ({err})") from err
+        if isinstance(self.meta, dict) and self.meta.get("format") in FORMAT_CHANGES:
+            old = self.meta["format"]
+            raise self._bad(f"it is bows data of format {old} ({FORMAT_CHANGES[old]}), this version reads "
+                            f"format {FORMAT}")
         if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT \
                 or not isinstance(self.meta.get("files"), dict):
             raise self._bad(f"meta.json is not bows data of format {FORMAT} (older version or edited)")

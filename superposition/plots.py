@@ -95,3 +95,73 @@ def plot_hist(values: dict[str, np.ndarray], xlabel: str, path: Path) -> str:
     ax.set_xlabel(xlabel)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def _by(rows, key):
+    out: dict = {}
+    for r in rows:
+        out.setdefault(r[key], []).append(r)
+    return out
+
+
+def _seed_series(ax, rows, x_key, y_key, label, color, ls="-"):
+    """Mean over seeds with a bar of ± 1 sd, and every seed as a faint dot."""
+    groups = _by(rows, x_key)
+    xs = sorted(groups)
+    vals = [[r[y_key] for r in groups[x] if r.get(y_key) is not None] for x in xs]
+    keep = [i for i, v in enumerate(vals) if v]
+    if not keep:
+        return
+    xs, vals = [xs[i] for i in keep], [vals[i] for i in keep]
+    mean = [float(np.mean(v)) for v in vals]
+    sd = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in vals]
+    ax.errorbar(xs, mean, yerr=sd, marker="o", capsize=3, label=label, color=color, ls=ls)
+    for x, v in zip(xs, vals):
+        ax.scatter([x] * len(v), v, s=8, alpha=0.4, color=color)
+
+
+def plot_sweep(rows: list[dict], summary: list[dict], out: Path) -> list[str]:
+    """Interference vs m, effective rank vs decay, linear vs non-linear superposition vs m (each
+    point a mean over seeds, bars ± 1 sd, dots the seeds)."""
+    out = Path(out)
+    names = []
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    by_wd = _by(rows, "weight_decay")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, (suffix, title) in zip(axes, (("interference", "‖off-diag W_Gᵀ W_G‖_F (paper)"),
+                                          ("cos_interference", "‖off-diag cos(W_G)‖_F"))):
+        for k, (wd, rs) in enumerate(sorted(by_wd.items())):
+            for group, style in (("months", "-"), ("roman", "--")):
+                _seed_series(ax, rs, "latent", f"{group}_{suffix}", f"{group}, wd {wd:g}", colors[k % len(colors)],
+                             style)
+        ax.set_xscale("log")
+        ax.set_xlabel("latent m")
+        ax.set_title(title, fontsize=9)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
+    names.append(_save(fig, out / "interference_vs_m.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for k, (m, rs) in enumerate(sorted(_by(rows, "latent").items())):
+        rs = [{**r, "rank_frac": r["effective_rank"] / m} for r in rs]
+        _seed_series(ax, rs, "lr_x_wd_x_steps", "rank_frac", f"m {m}", colors[k % len(colors)])
+    ax.set_xlabel("decay budget lr·wd·steps")
+    ax.set_ylabel("effective rank / m")
+    ax.legend(fontsize=8)
+    names.append(_save(fig, out / "effective_rank_vs_decay.png"))
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for k, (wd, rs) in enumerate(sorted(by_wd.items())):
+        _seed_series(axes[0], rs, "latent", "linearly_superposed", f"linear, wd {wd:g}", colors[k % len(colors)])
+        _seed_series(axes[0], rs, "latent", "nonlinearly_superposed", f"non-linear, wd {wd:g}",
+                     colors[k % len(colors)], "--")
+        _seed_series(axes[1], rs, "latent", "months_linear_r2", f"wd {wd:g}", colors[k % len(colors)])
+    axes[0].set_ylabel("words with held-out R² > threshold")
+    axes[1].set_ylabel("months: mean linear read-out R²")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("latent m")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    names.append(_save(fig, out / "r2_vs_m.png"))
+    return names

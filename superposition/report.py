@@ -66,7 +66,8 @@ def analyze_weights(model, data: BowsData, cfg: AnalyzeConfig, out: Path) -> tup
     vecs = G.normalized_columns(W, mid)
     wcoords, comps, wvar = G.pca_2d(vecs)
     seas = present(SEASONAL, idx)
-    seas_xy = G.project_words(W, mid, [idx[w] for w in seas], comps, vecs.mean(0))
+    seas_xy = (G.project_words(W, mid, [idx[w] for w in seas], comps, vecs.mean(0)) if seas
+               else np.zeros((0, 2)))  # no seasonal word in a small vocabulary
     m["months"] = {"ring_order_data": G.ring_order_score(dcoords), "ring_order_weights": G.ring_order_score(wcoords),
                    "ring_order_chance": 2 / (len(mid) - 1), "pca_var_data": dvar.tolist(),
                    "pca_var_weights": wvar.tolist(),
@@ -206,6 +207,7 @@ def analyze(cfg: AnalyzeConfig) -> dict:
                 row["bridge"] = {"error": str(exc)}
         sweep.append(row)
     metrics["sweep"] = sweep
+    metrics["figures"] = figs
     same_wd = sorted((r for r in sweep if r["weight_decay"] == sweep[0]["weight_decay"]), key=lambda r: r["latent"])
     if len(same_wd) > 1:
         series = {n: ([r["latent"] for r in same_wd], [r["group_interference"][n] for r in same_wd])

@@ -11,11 +11,18 @@ def _f(x, nd=3):
 
 
 def write_report(m: dict, figs: list[str], out: Path) -> None:
+    """report.md of one analyzed run."""
+    text = "\n".join([f"# BOWS analysis: `{m['run']['path']}`", ""] + render_analysis({**m, "figures": figs}))
+    with atomic_file(out / "report.md", "w") as f:
+        f.write(text + "\n")
+
+
+def render_analysis(m: dict, level: int = 2) -> list[str]:
+    """Markdown lines of an analysis' metrics; sections start at heading ``level``."""
     tr = (m["run"].get("train") or {})
     c = m["run"]["config"]
     mo, rc, cat, sp = m["months"], m["reconstruction"], m["categories"], m["spectrum"]
-    L = [f"# BOWS analysis: `{m['run']['path']}`", "",
-         f"V = {c['vocab_size']}, m = {c['latent']}, weight decay {c['weight_decay']}, lr {c['lr']}, "
+    L = [f"V = {c['vocab_size']}, m = {c['latent']}, weight decay {c['weight_decay']}, lr {c['lr']}, "
          f"{tr.get('steps', c.get('total_steps'))} steps, batch {c['batch_size']}, "
          f"{'ReLU' if c.get('relu', True) else 'linear'}; **lr x wd x steps = {_f(tr.get('lr_x_wd_x_steps'), 2)}** "
          "(the reference full run has 5e-4 x 4 x 31.7k = 63; decay strength scales with this product, "
@@ -78,6 +85,6 @@ def write_report(m: dict, figs: list[str], out: Path) -> None:
                  f"{_f(mi.get('mean_mi'), 4)} ({_f(mi.get('mean_mi_rotated'), 4)}) | {_f(mi.get('positive_fraction'), 2)} |")
         if "error" in br:
             L.append(f"\nBridge not run: {br['error']}\n")
-    L += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figs]
-    with atomic_file(out / "report.md", "w") as f:
-        f.write("\n".join(L) + "\n")
+    L += ["", "## Figures", ""] + [f"![{f}]({f})" for f in m.get("figures", [])]
+    shift = "#" * (level - 2)
+    return [shift + ln if ln.startswith("##") else ln for ln in L]

@@ -132,9 +132,9 @@ def test_bows_full_is_the_pipeline_with_the_full_preset(capsys, monkeypatch):
 def test_bows_full_estimate_prints_minutes(capsys):
     from superposition.cli import print_full_estimate
 
-    print_full_estimate(PipelineConfig(vocab=200, latent=16, batch_size=8, device="cpu"))
+    print_full_estimate(PipelineConfig(vocab=200, latents="16", batch_size=8, device="cpu"))
     out = capsys.readouterr().out
-    assert re.search(r"full configuration on cpu: ~\d+ ms/step x ~\d+ steps = ~\d+ min", out)
+    assert re.search(r"full configuration on cpu: ~\d+ ms/step x 3170 steps = ~\d+ min for the largest model \(9 models in all", out)
 
 
 def test_bows_analyze_takes_the_run_as_positional_and_errors_are_one_line(tmp_path, capsys):

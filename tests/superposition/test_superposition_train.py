@@ -29,7 +29,8 @@ BASE = dict(latent=4, weight_decay=0.5, lr=1e-2, epochs=4, batch_size=32, progre
 def _docs(seed=0):
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
     rng = np.random.default_rng(seed)
-    return [[" ".join(rng.choice(words, 3)) + PAD for _ in range(4)] for _ in range(60)]
+    # 5 lines a document: 4 windows of 2 lines each (windows stay inside a document)
+    return [[" ".join(rng.choice(words, 3)) + PAD for _ in range(5)] for _ in range(60)]
 
 
 def _build(out, seed=0, **kw):
@@ -260,16 +261,15 @@ def test_pipeline_reuses_only_runs_made_with_its_settings(tmp_path, monkeypatch)
     from superposition.pipeline import run_pipeline
 
     monkeypatch.setattr("superposition.data.load_corpus", lambda name: _docs())
-    monkeypatch.setattr("superposition.pipeline.analyze", lambda cfg: {})
     cfg = dict(runs=str(tmp_path / "runs"), report=str(tmp_path / "report"), vocab=60, window=2,
-               latent=4, lr=1e-2, epochs=1, batch_size=32, compare_latents="", compare_weight_decays="",
-               synthetic=False, device="cpu")
+               latents="4", weight_decays="4", seeds="0", lr=1e-2, steps=7, batch_size=32,
+               synthetic=False, mechanisms=False, workers=1)
     run_pipeline(PipelineConfig(**cfg))
-    model = tmp_path / "runs" / "m4_wd4" / "model.safetensors"
+    model = tmp_path / "runs" / "m4_wd4_s0" / "model.safetensors"
     stamp = model.stat().st_mtime_ns
     run_pipeline(PipelineConfig(**cfg))
     assert model.stat().st_mtime_ns == stamp  # finished and unchanged: reused, not retrained
-    with pytest.raises(ResumeError, match=r"--lr: 0.02 here, 0.01 .*another --runs"):
+    with pytest.raises(ResumeError, match=r"--lr: 0.02 here, 0.01 .*another --out"):
         run_pipeline(PipelineConfig(**{**cfg, "lr": 2e-2}))  # used to reuse the lr 0.01 model silently
-    with pytest.raises(ResumeError, match="vocab: 50 here, 60"):
+    with pytest.raises(ResumeError, match="vocab"):
         run_pipeline(PipelineConfig(**{**cfg, "vocab": 50}))  # used to reuse the other data silently
