@@ -3,7 +3,9 @@
 Features sit at points ``c_i`` of a manifold (circle, figure-8, sphere); a latent ``z`` is drawn
 on the same manifold and feature i fires with probability ``p_max * exp(-|z - c_i|^2 / 2s^2)``,
 so nearby features co-fire and the covariance inherits the manifold's shape. ``iid`` features
-fire independently. All models of a sweep train together as one batched tensor.
+fire independently. ``pairs`` makes features 2k and 2k+1 mutually exclusive: each pair is active
+with probability ``p_max`` and then exactly one of its two members fires (the setting in which
+a tied ReLU model stores the two antipodally). All models of a sweep train together as one batched tensor.
 
 Why ``p_max = 1`` by default: the covariance is the latent-driven part (circulant, mostly the
 first Fourier mode) plus a flat floor from each feature's own Bernoulli variance. Lowering
@@ -36,7 +38,8 @@ class SyntheticConfig:
     out: str = "runs/bows/synth"
     """Output directory: metrics.json, synthetic_gram.png and synthetic_corr.png."""
     structure: str = "circle"
-    """Manifold the features sit on: circle, figure8, sphere, or iid (each fires with p_max / 2)."""
+    """Manifold the features sit on: circle, figure8, sphere, iid (each fires with p_max / 2), or
+    pairs (features 2k, 2k+1 never fire together; a pair is active with probability p_max)."""
     features: int = 12
     """Number of binary features (the input width n)."""
     latent: str = "2..12"
@@ -83,6 +86,12 @@ def feature_points(structure: str, n: int) -> torch.Tensor:
 
 def sample(cfg: SyntheticConfig, n: int, gen: torch.Generator) -> torch.Tensor:
     """``n`` binary samples [n, features] (float32)."""
+    if cfg.structure == "pairs":
+        if cfg.features % 2:
+            raise InvalidArgument(f"structure pairs needs an even number of features, not {cfg.features}")
+        active = torch.rand(n, cfg.features // 2, generator=gen, dtype=torch.float64) < cfg.p_max
+        first = torch.rand(n, cfg.features // 2, generator=gen, dtype=torch.float64) < 0.5
+        return torch.stack([active & first, active & ~first], 2).reshape(n, cfg.features).float()
     if cfg.structure == "iid":
         p = torch.full((n, cfg.features), cfg.p_max * 0.5, dtype=torch.float64)
     else:
