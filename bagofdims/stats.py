@@ -7,9 +7,12 @@ what to pass; nothing is cached, so every function is safe to call from many thr
 
 from __future__ import annotations
 
+import math
 import numbers
+from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
 import torch
 from bagofdims.errors import InvalidArgument, InvalidType
 
@@ -18,7 +21,10 @@ __all__ = [
     "binary_auc",
     "topk_agreement",
     "topk_agreement_at",
+    "SignMI",
     "sign_mutual_information",
+    "sign_mi_tables",
+    "shuffled_sign_mi",
     "random_rotation",
     "mi_summary",
     "sign_collapse",
@@ -32,6 +38,14 @@ def _check_finite(x: torch.Tensor, name: str) -> None:
         raise InvalidType(f"{name} is complex; pass real values.")
     if x.is_floating_point() and bool(torch.isnan(x).any()):
         raise InvalidArgument(f"{name} contains NaN; drop or replace those rows (torch.nan_to_num).")
+
+
+def _check_all_finite(x: torch.Tensor, name: str) -> None:
+    """NaN and also ±inf refused: an infinite state is an overflow, not a sign to count."""
+    _check_finite(x, name)
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise InvalidArgument(f"{name} contains ±inf; fix the overflow upstream (e.g. compute "
+                              "in float32) or drop those rows.")
 
 
 def _as_bool(x, name: str) -> torch.Tensor:
@@ -172,16 +186,33 @@ def topk_agreement_at(
     return out
 
 
-def sign_mutual_information(x: torch.Tensor, block_rows: int = 1 << 22) -> torch.Tensor:
-    """Plug-in mutual information (bits) between the signs ``x > 0`` of all pairs of dims.
+@dataclass(frozen=True)
+class SignMI:
+    """Pairwise sign statistics of ``[n, d]`` states, all from one count matrix.
 
-    Returns ``float64 [d, d]``; the diagonal is each sign's entropy. The 2x2 tables of all pairs
-    come from one product ``S^T S`` with ``S = (x > 0)``; 0 log 0 = 0. Rows are summed in blocks
-    so fp32 counts stay exact (below 2**24).
+    ``rate [d]``: each dim's share of positive rows; ``both [d, d]``: share of rows where both
+    dims are positive; ``plugin`` and ``miller_madow`` ``[d, d]``: MI in bits (diagonal: each
+    sign's entropy under the same estimator).
+    """
+
+    n: int
+    rate: torch.Tensor
+    both: torch.Tensor
+    plugin: torch.Tensor
+    miller_madow: torch.Tensor
+
+
+def _sign_counts(x: torch.Tensor, block_rows: int, need_rows: int = 1
+                 ) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """``(n, n11 [d, d], n1 [d])``: rows where both / each dim is positive, as float64 counts.
+
+    One product ``S^T S`` with ``S = (x > 0)``, summed in blocks of rows so the fp32 counts stay
+    exact (below 2**24).
     """
     _check_finite(x, "x")
-    if x.dim() != 2 or x.shape[0] == 0:
-        raise InvalidArgument(f"expected non-empty [n, d] states, got shape {tuple(x.shape)}.")
+    if x.dim() != 2 or x.shape[0] < max(need_rows, 1):
+        raise InvalidArgument(f"expected non-empty [n, d] states with n >= {max(need_rows, 1)} "
+                              f"rows, got shape {tuple(x.shape)}.")
     if _whole(block_rows, "block_rows") < 1:
         raise InvalidArgument(f"block_rows must be >= 1, got {block_rows}.")
     n, d = x.shape
@@ -191,25 +222,95 @@ def sign_mutual_information(x: torch.Tensor, block_rows: int = 1 << 22) -> torch
         s = (x[i : i + block_rows] > 0).to(torch.float32)
         n11 += (s.T @ s).to(torch.float64)
         n1 += s.sum(0, dtype=torch.float64)
+    return n, n11, n1
+
+
+def _sign_mi(x: torch.Tensor, block_rows: int, need_rows: int = 1) -> SignMI:
+    n, n11, n1 = _sign_counts(x, block_rows, need_rows)
     # Cells from integer counts, divided last: differences of rounded probabilities could leave
     # a tiny positive cell next to a zero marginal (a constant-sign dim) and give inf.
-    n10 = n1.unsqueeze(1) - n11
-    n01 = n1.unsqueeze(0) - n11
-    n00 = n - n1.unsqueeze(1) - n1.unsqueeze(0) + n11
-    p11, p10, p01, p00 = n11 / n, n10 / n, n01 / n, n00 / n
+    cells = (n11, n1.unsqueeze(1) - n11, n1.unsqueeze(0) - n11,
+             n - n1.unsqueeze(1) - n1.unsqueeze(0) + n11)
     p1 = n1 / n
     p0 = (n - n1) / n
-    mi = torch.zeros_like(p11)
-    for pab, pa, pb in (
-        (p11, p1.unsqueeze(1), p1.unsqueeze(0)),
-        (p10, p1.unsqueeze(1), p0.unsqueeze(0)),
-        (p01, p0.unsqueeze(1), p1.unsqueeze(0)),
-        (p00, p0.unsqueeze(1), p0.unsqueeze(0)),
-    ):
-        pab = pab.clamp(min=0.0)  # rounding can leave -1e-17 where a cell is empty
-        ratio = pab / (pa * pb)
+    margins = ((p1, p1), (p1, p0), (p0, p1), (p0, p0))
+    mi = torch.zeros_like(n11)
+    occupied = torch.zeros_like(n11)  # K_ab: non-empty cells of each pair's 2x2 table
+    for cell, (pa, pb) in zip(cells, margins):
+        pab = (cell / n).clamp(min=0.0)  # rounding can leave -1e-17 where a cell is empty
+        ratio = pab / (pa.unsqueeze(1) * pb.unsqueeze(0))
         mi += torch.where(pab > 0, pab * torch.log2(torch.where(pab > 0, ratio, 1.0)), 0.0)
-    return mi.clamp_(min=0.0)
+        occupied += (cell > 0.5).to(torch.float64)  # counts are whole numbers
+    bins = (n1 > 0).to(torch.float64) + (n1 < n).to(torch.float64)  # K_a: non-empty sign bins
+    plugin = mi.clamp_(min=0.0)
+    # Miller-Madow: each entropy gains (K - 1) / (2n) nats, so MI = H_a + H_b - H_ab gains
+    # -(K_ab - K_a - K_b + 1) / (2n). Not clamped: clamping would put the bias back.
+    extra = (occupied - bins.unsqueeze(1) - bins.unsqueeze(0) + 1) / (2 * n * math.log(2))
+    return SignMI(n=n, rate=p1, both=n11 / n, plugin=plugin, miller_madow=plugin - extra)
+
+
+def sign_mutual_information(x: torch.Tensor, block_rows: int = 1 << 22) -> torch.Tensor:
+    """Plug-in mutual information (bits) between the signs ``x > 0`` of all pairs of dims.
+
+    Returns ``float64 [d, d]``; the diagonal is each sign's entropy. The 2x2 tables of all pairs
+    come from one product ``S^T S`` with ``S = (x > 0)``; 0 log 0 = 0. Rows are summed in blocks
+    so fp32 counts stay exact (below 2**24).
+    """
+    return _sign_mi(x, block_rows).plugin
+
+
+def sign_mi_tables(x: torch.Tensor, block_rows: int = 1 << 22) -> SignMI:
+    """Plug-in and Miller-Madow sign MI of all pairs (and the sign rates) from one count.
+
+    Miller-Madow in bits: ``MI_MM = MI_plugin - (K_ab - K_a - K_b + 1) / (2 n ln 2)``, with
+    ``K_ab`` the non-empty cells of the pair's 2x2 table and ``K_a``, ``K_b`` the non-empty sign
+    bins of each dim. For two dims that both take both signs with all four cells filled this
+    removes the plug-in bias ``1 / (2 n ln 2)`` of independent signs; a pair with a
+    constant-sign dim gets exactly 0. Needs at least 2 rows of finite values; values may be
+    slightly negative.
+    """
+    _check_all_finite(x, "x")
+    return _sign_mi(x, block_rows, need_rows=2)
+
+
+def _off_diagonal(m: torch.Tensor) -> torch.Tensor:
+    """Values of ``m [d, d]`` above the diagonal (each unordered pair once)."""
+    i, j = torch.triu_indices(m.shape[0], m.shape[1], offset=1, device=m.device)
+    return m[i, j]
+
+
+def shuffled_sign_mi(x: torch.Tensor, seed: int = 0, repeats: int = 8,
+                     block_rows: int = 1 << 22) -> dict[str, float]:
+    """Finite-sample null of pairwise sign MI: the same data with each column's rows permuted
+    independently (seeded), so every dim keeps its sign rate and all dependence is destroyed.
+
+    Over ``repeats`` shuffles: ``plugin_mean`` / ``mm_mean`` (mean over shuffles of the mean
+    off-diagonal MI; the plug-in one is its bias, the Miller-Madow one should be near 0),
+    ``plugin_max`` / ``mm_max`` (the largest pair seen in any shuffle), ``plugin_mean_sd`` /
+    ``mm_mean_sd`` (standard deviation over shuffles of the mean: the spread of a mean MI that
+    sampling alone gives) and ``repeats``.
+    """
+    _check_all_finite(x, "x")
+    if x.dim() != 2 or x.shape[0] < 2 or x.shape[1] < 2:
+        raise InvalidArgument(f"shuffled_sign_mi needs states [n >= 2, d >= 2], got shape "
+                              f"{tuple(x.shape)}.")
+    if _whole(repeats, "repeats") < 2:
+        raise InvalidArgument(f"repeats must be >= 2 (the spread needs two shuffles), got "
+                              f"{repeats}.")
+    rng = np.random.default_rng(_whole(seed, "seed"))
+    signs = (x > 0).cpu().numpy()
+    means, maxes = [], []
+    for _ in range(repeats):  # a handful of shuffles; each is one batched count
+        t = _sign_mi(torch.from_numpy(rng.permuted(signs, axis=0)).to(x.device), block_rows)
+        vals = torch.stack([_off_diagonal(t.plugin), _off_diagonal(t.miller_madow)])
+        means.append(vals.mean(1))
+        maxes.append(vals.max(1).values)
+    mean, top = torch.stack(means), torch.stack(maxes).max(0).values
+    sd = mean.std(0)
+    mean = mean.mean(0)
+    return {"plugin_mean": float(mean[0]), "plugin_max": float(top[0]),
+            "plugin_mean_sd": float(sd[0]), "mm_mean": float(mean[1]), "mm_max": float(top[1]),
+            "mm_mean_sd": float(sd[1]), "repeats": int(repeats)}
 
 
 def sign_collapse(signs: torch.Tensor, constant: float = 0.95) -> dict[str, float]:
@@ -260,10 +361,9 @@ def mi_summary(x: torch.Tensor, rotate_control: bool = True, seed: int = 0) -> d
     if x.dim() != 2 or x.shape[1] < 2:
         raise InvalidArgument(f"mi_summary needs states [n, d >= 2], got shape {tuple(x.shape)}.")
     d = x.shape[1]
-    off = ~torch.eye(d, dtype=torch.bool, device=x.device)
 
     def summarise(m: torch.Tensor) -> tuple[float, float]:
-        vals = m[off]
+        vals = _off_diagonal(m)
         return float(vals.mean()), float(vals.max())
 
     out: dict[str, float] = {}
