@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import (category_coverage, causal_report, input_comparison, probe_comparison,
-                         reading_report)
+from experiments import (category_coverage, causal_report, input_comparison, mi_report,
+                         probe_comparison, reading_report)
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 CAUSAL_FILES = {"depth": "causal_depth.png", "specificity": "causal_specificity.png",
@@ -27,6 +27,7 @@ WRITERS = {
     "inputs": input_comparison.markdown,
     "categories": category_coverage.markdown,
     "causal": lambda res: causal_report.markdown(res, CAUSAL_FILES),
+    "mi": mi_report.markdown,
 }
 CASES = [(model.name, stem) for model in sorted(REPORTS.iterdir()) if model.is_dir()
          for stem in WRITERS if (model / f"{stem}.json").exists()]
