@@ -9,8 +9,8 @@ For every shipped category set x token-form policy (``initial``: the token after
 and at each site the E3 numbers of a catalog built with the default discovery: median held-out
 prototype AUC vs the vocabulary and vs other categories' members, and how many reach 0.9.
 Needs ``<runs>/<model>/cache`` (the reading report or ``bagofdims capture`` builds it). Sites
-default to the best E3 site of the reading report (in the report folder, else the shipped
-``reports/<model>/reading.json``), else ``resid.0``.
+default to the site the reading report (in the report folder, else the shipped
+``reports/<model>/reading.json``) chose on anchors only, else ``resid.0``.
 """
 
 from __future__ import annotations
@@ -53,13 +53,22 @@ class CoverageConfig(RunConfig):
     threads: int = 2
 
 
-def default_sites(*reports: Path) -> list[str]:
-    """The best E3 site of the first reading report that exists, else ``["resid.0"]``."""
+def default_sites(*reports: Path) -> tuple[list[str], str]:
+    """The site of the first reading report that exists, chosen on anchors only, and how: its
+    nested cross-validation choice, else the catalog's rule (highest mean per-dim AUC on the
+    anchors); ``["resid.0"]`` without a report. Never the best held-out site."""
     for report in reports:
         if report.exists():
-            e3 = json.loads(report.read_text())["e3"]
-            return [max(e3, key=lambda s: e3[s]["held_out_auc"]["median"])]
-    return ["resid.0"]
+            res = json.loads(report.read_text())
+            choice = (res.get("e3_selection") or {}).get("choice")
+            if choice:
+                return [choice["site"]], (f"{choice['site']}: the site {report} chose by nested "
+                                          "cross-validation on the anchors")
+            e3 = res["e3"]
+            site = max(e3, key=lambda s: e3[s]["mean_dim_auc"])
+            return [site], (f"{site}: highest mean per-dim AUC on the anchors in {report} "
+                            "(the catalog's rule)")
+    return ["resid.0"], "resid.0: no reading report to choose a site from"
 
 
 def measure(cache, tok, cats: str, forms: str, sites: list[str]) -> dict:
@@ -86,7 +95,8 @@ def markdown(res: dict) -> str:
          f"Regenerate: `{res['command']}` ({res['seconds']:.0f} s). Vocabulary {res['vocab']:,} "
          f"tokens. A category is usable with >= 50 anchor + 10 held-out single-token ids; "
          "discovery is the default (top-32 dims by per-dim AUC). AUCs are on held-out members "
-         "only, vs the whole vocabulary (minus anchors) and vs the other categories' members.", "",
+         "only, vs the whole vocabulary (minus anchors) and vs the other categories' members."
+         + (f" Site {res['site_rule']}." if res.get("site_rule") else ""), "",
          "| set | forms | categories | usable | site | held-out AUC (median) | vs other categories "
          "| discoverable (>= 0.9) |", "|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
@@ -105,8 +115,11 @@ def main(argv=None) -> dict:
     out = cfg.out_dir
     torch.set_num_threads(cfg.threads)
     t0 = time.time()
-    sites = list(cfg.sites or default_sites(out / "reading.json",
-                                            REPORTS / model_tag(cfg.model) / "reading.json"))
+    if cfg.sites:
+        sites, rule = list(cfg.sites), "given by --sites"
+    else:
+        sites, rule = default_sites(out / "reading.json",
+                                    REPORTS / model_tag(cfg.model) / "reading.json")
     tok = load_tokenizer(cfg.model)
     cache = bd.SignCache.load(cfg.run_dir / "cache", tokenizer=tok, verify=False)
     rows = []
@@ -118,7 +131,7 @@ def main(argv=None) -> dict:
                   + "; ".join(f"{s} median {m['held_out_median']:.3f}" for s, m in r["sites"].items()),
                   flush=True)
     res = {"model": cfg.model, "vocab": len(cache), "rows": rows, "seconds": time.time() - t0,
-           "command": command(SCRIPT, argv)}
+           "command": command(SCRIPT, argv), "site_rule": rule}
     md = write_report(out, "categories", res, markdown(res))
     print(f"wrote {md} (+ categories.json) in {res['seconds']:.0f} s")
     return res

@@ -67,12 +67,17 @@ def test_coverage_writes_the_run_folder_unless_asked_for_reports(work, model_dir
         category_coverage.main(args + ["--out", "x", "--write-reports"])
 
 
-def test_coverage_picks_the_best_reading_site_of_the_report_folder(tmp_path):
+def test_coverage_picks_the_reading_site_chosen_on_anchors_never_on_held_out(tmp_path):
     report = tmp_path / "reading.json"
-    report.write_text(json.dumps({"e3": {"resid.0": {"held_out_auc": {"median": 0.7}},
-                                         "resid.4": {"held_out_auc": {"median": 0.9}}}}))
-    assert category_coverage.default_sites(tmp_path / "missing.json", report) == ["resid.4"]
-    assert category_coverage.default_sites(tmp_path / "missing.json") == ["resid.0"]
+    e3 = {"resid.0": {"held_out_auc": {"median": 0.7}, "mean_dim_auc": 0.8},
+          "resid.4": {"held_out_auc": {"median": 0.9}, "mean_dim_auc": 0.6}}
+    report.write_text(json.dumps({"e3": e3}))
+    sites, rule = category_coverage.default_sites(tmp_path / "missing.json", report)
+    assert sites == ["resid.0"] and "anchors" in rule  # not resid.4, the best held-out site
+    report.write_text(json.dumps({"e3": e3, "e3_selection": {"choice": {"site": "resid.4"}}}))
+    sites, rule = category_coverage.default_sites(report)
+    assert sites == ["resid.4"] and "nested cross-validation" in rule
+    assert category_coverage.default_sites(tmp_path / "missing.json")[0] == ["resid.0"]
 
 
 def test_reading_then_probes_into_the_run_folder(work, model_dir, capsys):
