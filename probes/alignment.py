@@ -6,6 +6,12 @@ Prototypes can be given as
 - a list of objects with `.dims` and `.signs` attributes (e.g. feature records), or
 - one dense [d, k] matrix with entries in {-1, 0, +1} (0 = not in the prototype), signs=None.
 For an MLP probe use its mean input gradients (`MLPProbe.input_gradients(X)`) as the weights.
+
+Sign agreement and |w| share alone cannot show that a probe is *axis*-aligned: the prototype's
+dims are chosen as the category's most discriminative dims, so any good probe leans on them in
+any basis. `rotated_basis` builds the control: the states rotated by a Haar-random orthogonal R,
+the prototypes found again in that basis the same way (per-dim sign AUC on the anchors, same
+rule), so the same probe trained there can be measured the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from dataclasses import dataclass
 
 import torch
 from bagofdims.errors import InvalidArgument, InvalidType
+from bagofdims.features.discovery import DiscoveryConfig, discover_rows
+from bagofdims.signs import bits
+from bagofdims.stats import random_rotation
 
 
 def _weights_2d(weights: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -175,3 +184,36 @@ def axis_alignment(
         chance_mass=sq(n_dims / d),
         n_dims=sq(n_dims),
     )
+
+
+@dataclass
+class RotatedBasis:
+    """The rotation control's inputs: rotated states, their packed signs and the prototypes
+    found in the rotated basis (one per anchor set)."""
+
+    rotation: torch.Tensor  # [d, d] orthogonal; rotated states = states @ rotation
+    states: torch.Tensor  # [n, d]
+    packed: torch.Tensor  # [n, ceil(d / 8)] uint8 signs of the rotated states
+    dims: list[torch.Tensor]
+    signs: list[torch.Tensor]  # ±1 per dim
+
+
+def rotated_basis(states, anchor_rows, config: DiscoveryConfig | None = None, seed: int = 0
+                  ) -> RotatedBasis:
+    """Rotate ``states`` [n, d] by a Haar-random R (``bagofdims.stats.random_rotation(d, seed)``)
+    and discover each anchor set's prototype there with ``config`` (the catalog's rule: per-dim
+    sign AUC of the anchors vs every other row, then top-k / tau / null)."""
+    x = torch.as_tensor(states)
+    if x.ndim != 2 or not x.is_floating_point() or not bool(torch.isfinite(x).all()):
+        raise InvalidArgument("states must be a finite float [n, d] tensor (raw states, not "
+                              f"packed signs); got {tuple(x.shape)} {x.dtype}")
+    if not len(anchor_rows):
+        raise InvalidArgument("anchor_rows is empty: give one tensor of anchor rows per category")
+    d = x.shape[1]
+    R = random_rotation(d, seed=seed, dtype=torch.float32)
+    xr = x.float() @ R.to(x.device)
+    packed = bits.pack_signs(xr)
+    found = discover_rows(packed, d, [torch.as_tensor(a, dtype=torch.long) for a in anchor_rows],
+                          config or DiscoveryConfig())
+    return RotatedBasis(rotation=R, states=xr, packed=packed, dims=[f[0] for f in found],
+                        signs=[f[1].to(torch.float32) for f in found])

@@ -8,6 +8,12 @@ same test rows, so every probe-minus-prototype gain is paired. Anchors are only 
 rows. The probe's weights are then compared with the prototype: sign agreement on the
 prototype's dims, and the share of |w| (standardised units) those dims carry vs chance |D|/d.
 
+The logistic penalty is fixed (`l2`) or chosen per category and outer fold by inner CV on that
+fold's training rows (`l2_grid`, see `probes.cv.select_l2`). With `rotation_seed` the whole
+logistic comparison is repeated in a Haar-randomly rotated basis against prototypes found again
+there (`probes.alignment.rotated_basis`): if the probe were axis-aligned, its |w| share on the
+standard-basis prototype dims would exceed the rotated probe's share on the rotated prototype's.
+
 Inputs: "signs" (the cached ±1 signs) and "states" (raw float states: signs x magnitudes when
 the cache stores magnitudes, otherwise one forward pass per vocabulary token, as the cache
 itself was built).
@@ -16,23 +22,27 @@ itself was built).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 
+from bagofdims.features.discovery import DiscoveryConfig
 from bagofdims.signs import bits
 
 from ._auc import rank_auc
-from .alignment import axis_alignment, mlp_weights
+from .alignment import axis_alignment, mlp_weights, rotated_basis
 from .cv import cross_validate
 from .logistic import LogisticProbe
 from .mlp import MLPProbe
 from bagofdims.errors import InvalidArgument, NotFound
 
 INPUTS = ("signs", "states")
-COLUMNS = ("category", "input", "n_held_out", "n_dims", "proto_auc", "logistic_auc", "gain",
+COLUMNS = ("category", "input", "n_held_out", "n_dims", "l2", "proto_auc", "logistic_auc", "gain",
            "mlp_auc", "mlp_gain", "sign_agreement", "mass_on_dims", "chance_mass",
-           "mlp_sign_agreement", "mlp_mass_on_dims")
+           "mlp_sign_agreement", "mlp_mass_on_dims", "rot_proto_auc", "rot_logistic_auc",
+           "rot_sign_agreement", "rot_mass_on_dims")
+ROTATED = ("rot_proto_auc", "rot_logistic_auc", "rot_sign_agreement", "rot_mass_on_dims")
 
 
 @dataclass
@@ -72,7 +82,11 @@ class ProbeReport:
                 "sign_agreement_pooled": _ratio(rs),
                 "mass_on_dims_mean": _mean([r["mass_on_dims"] for r in rs]),
                 "chance_mass_mean": _mean([r["chance_mass"] for r in rs]),
+                "l2_chosen": {f"{v:g}": c for v, c in sorted(
+                    Counter(r["l2"] for r in rs if not math.isnan(r["l2"])).items())},
             }
+            if all(c in r for r in rs for c in ROTATED):
+                s.update({f"{c}_mean": _mean([r[c] for r in rs]) for c in ROTATED})
             mg = [r["mlp_gain"] for r in rs if not math.isnan(r["mlp_gain"])]
             if mg:
                 t = torch.tensor(mg, dtype=torch.float64)
@@ -89,8 +103,8 @@ class ProbeReport:
     def table(self, input: str | None = None) -> str:
         """Markdown table, one row per category and input, with the columns in COLUMNS."""
         head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-        body = "".join("| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |\n"
-                       for r in self.records(input))
+        body = "".join("| " + " | ".join(_fmt(r.get(c, math.nan), c == "l2") for c in COLUMNS)
+                       + " |\n" for r in self.records(input))
         return head + body
 
     def to_dict(self) -> dict:
@@ -109,9 +123,9 @@ def _ratio(rs) -> float:
     return sum(r["sign_agreement"] * r["n_dims"] for r in rs) / tot if tot else float("nan")
 
 
-def _fmt(v) -> str:
+def _fmt(v, general: bool = False) -> str:
     if isinstance(v, float):
-        return "–" if math.isnan(v) else f"{v:.3f}"
+        return "–" if math.isnan(v) else (f"{v:g}" if general else f"{v:.3f}")
     return str(v)
 
 
@@ -155,16 +169,22 @@ def _states(cache, site, sub, model, states, batch_size) -> torch.Tensor:
 
 
 def compare_to_catalog(cache, cat, site: str, inputs=INPUTS, folds: int = 5, *, model=None,
-                       states=None, l2: float = 1e-3, mlp: bool | int | list[str] = False,
-                       mlp_kwargs: dict | None = None, max_negatives: int | None = None,
-                       seed: int = 0, batch_size: int = 256) -> ProbeReport:
+                       states=None, l2: float = 1e-3, l2_grid=None, inner_folds: int = 3,
+                       inner_negatives: int | None = 8192, rotation_seed: int | None = None,
+                       mlp: bool | int | list[str] = False, mlp_kwargs: dict | None = None,
+                       max_negatives: int | None = None, seed: int = 0,
+                       batch_size: int = 256) -> ProbeReport:
     """Probes vs the catalog's prototypes at ``site``, per category and input (see module doc).
 
     cache: the `SignCache` the catalog was built from. cat: a `Catalog`.
-    inputs: any of "signs", "states". model: needed for "states" when the cache has no
-        magnitudes; states: optional raw states [len(cache), d] instead of running the model.
+    inputs: any of "signs", "states". model: needed for "states" (and the rotation control)
+        when the cache has no magnitudes; states: optional raw states [len(cache), d].
     folds: negatives (and held-out members) are split into this many folds.
-    l2: logistic penalty (LogisticProbe, standardised inputs).
+    l2: fixed logistic penalty (LogisticProbe, standardised inputs), used when l2_grid is None.
+    l2_grid: penalties to choose from per category and outer fold by inner CV on the fold's
+        training rows (`probes.cv.select_l2`, `inner_folds`, `inner_negatives`).
+    rotation_seed: also run the rotation control (`rotated_basis`): the same probe on the states
+        rotated by a Haar-random R, against prototypes found again in that basis (rot_* columns).
     mlp: False, True (every category), an int n (n categories evenly spaced in catalog order)
         or a list of category names; MLPProbe(**mlp_kwargs), scored against the prototype on
         its own test rows.
@@ -184,24 +204,29 @@ def compare_to_catalog(cache, cat, site: str, inputs=INPUTS, folds: int = 5, *, 
     remap = lambda r: torch.searchsorted(sub, r)  # noqa: E731 - rows of the subset
     pos_s, held_s = [remap(a) for a in anchors], [remap(h) for h in held]
     packed = cache.packed(site)[sub]
-    proto = bits.feature_scores(packed, bits.feature_matrix([(f.dims, f.signs) for f in feats], d))
     dims = [torch.as_tensor(f.dims, dtype=torch.long) for f in feats]
     sgns = [torch.as_tensor(f.signs) for f in feats]
     mlp_cols = _mlp_columns(mlp, [f.name for f in feats])
+    probe_kw = dict(folds=folds, seed=seed, l2=l2, l2_grid=l2_grid, inner_folds=inner_folds,
+                    inner_negatives=inner_negatives)
+    st = (_states(cache, site, sub, model, states, batch_size)
+          if "states" in inputs or rotation_seed is not None else None)
+    rot = None
+    if rotation_seed is not None:
+        config = DiscoveryConfig(**{k: v for k, v in feats[0].params.items()
+                                    if k in DiscoveryConfig.__dataclass_fields__})
+        rot = rotated_basis(st, pos_s, config, seed=rotation_seed)
 
     rows: list[dict] = []
     report = ProbeReport(model=cache.model_name, site=site, rows=rows, rows_used=sub)
     for inp in inputs:
-        X = (bits.unpack_signs(packed, d, torch.float32) if inp == "signs"
-             else _states(cache, site, sub, model, states, batch_size))
-        cv = cross_validate(X, pos_s, held_s, folds, probe=lambda: LogisticProbe(l2=l2),
-                            seed=seed, keep_probes=True)
-        p_auc = rank_auc(proto, cv.labels, cv.tested)
-        fold_gain = _fold_gain(cv, proto, folds)
-        W = torch.stack([p.weights_std for p in cv.probes]).mean(0)  # same standardiser each fold
-        al = axis_alignment(W, dims, sgns)
-        report.weights[inp], report.cv[inp] = W, cv
-        cv.probes = []  # the weights are kept; the probe objects are not needed
+        X = bits.unpack_signs(packed, d, torch.float32) if inp == "signs" else st
+        lg = _logistic(X, pos_s, held_s, packed, d, dims, sgns, **probe_kw)
+        report.weights[inp], report.cv[inp] = lg["W"], lg["cv"]
+        rr = None
+        if rot is not None:
+            Xr = bits.unpack_signs(rot.packed, d, torch.float32) if inp == "signs" else rot.states
+            rr = _logistic(Xr, pos_s, held_s, rot.packed, d, rot.dims, rot.signs, **probe_kw)
         nan = torch.full((len(feats),), float("nan"), dtype=torch.float64)
         m_auc, m_gain, m_agree, m_mass = nan.clone(), nan.clone(), nan.clone(), nan.clone()
         if mlp_cols:
@@ -209,7 +234,7 @@ def compare_to_catalog(cache, cat, site: str, inputs=INPUTS, folds: int = 5, *, 
             kw.setdefault("seed", seed)
             mcv = cross_validate(X, [pos_s[j] for j in mlp_cols], [held_s[j] for j in mlp_cols],
                                  folds, probe=lambda: MLPProbe(**kw), seed=seed, keep_probes=True)
-            mp = rank_auc(proto[:, mlp_cols], mcv.labels, mcv.tested)
+            mp = rank_auc(lg["proto"][:, mlp_cols], mcv.labels, mcv.tested)
             m_auc[mlp_cols], m_gain[mlp_cols] = mcv.auc.cpu().double(), (mcv.auc.cpu() - mp.cpu()).double()
             # the MLP's first layer, read through its mean input gradients (standardised units),
             # averaged over folds like the logistic weights
@@ -219,24 +244,58 @@ def compare_to_catalog(cache, cat, site: str, inputs=INPUTS, folds: int = 5, *, 
             m_agree[mlp_cols] = mal.sign_agreement.cpu().double()
             m_mass[mlp_cols] = mal.mass_on_dims.cpu().double()
             mcv.probes = []
+        cv, al = lg["cv"], lg["align"]
         for j, f in enumerate(feats):
-            rows.append({
+            row = {
                 "category": f.name, "input": inp, "n_held_out": int(cv.n_test_pos[j]),
                 "n_dims": int(len(f.dims)), "n_negatives": int(cv.n_test_neg[j]),
-                "proto_auc": float(p_auc[j]), "logistic_auc": float(cv.auc[j]),
-                "gain": float(cv.auc[j] - p_auc[j]), "fold_gain_mean": float(fold_gain[j]),
+                "proto_auc": float(lg["proto_auc"][j]), "logistic_auc": float(cv.auc[j]),
+                "gain": float(cv.auc[j] - lg["proto_auc"][j]),
+                "fold_gain_mean": float(lg["fold_gain"][j]),
+                "l2": _l2_summary(cv.l2[:, j]), "l2_folds": cv.l2[:, j].tolist(),
                 "mlp_auc": float(m_auc[j]), "mlp_gain": float(m_gain[j]),
                 "sign_agreement": float(al.sign_agreement[j]),
                 "mass_on_dims": float(al.mass_on_dims[j]), "chance_mass": float(al.chance_mass[j]),
                 "mlp_sign_agreement": float(m_agree[j]), "mlp_mass_on_dims": float(m_mass[j]),
                 "catalog_auc": float(f.metrics.get("held_out_auc", float("nan"))),
-            })
-    settings = {"inputs": list(inputs), "folds": folds, "l2": l2, "seed": seed,
+            }
+            if rr is not None:
+                row.update(rot_proto_auc=float(rr["proto_auc"][j]),
+                           rot_logistic_auc=float(rr["cv"].auc[j]),
+                           rot_l2=_l2_summary(rr["cv"].l2[:, j]),
+                           rot_sign_agreement=float(rr["align"].sign_agreement[j]),
+                           rot_mass_on_dims=float(rr["align"].mass_on_dims[j]),
+                           rot_chance_mass=float(rr["align"].chance_mass[j]))
+            rows.append(row)
+    settings = {"inputs": list(inputs), "folds": folds, "l2": None if l2_grid else l2,
+                "l2_grid": list(l2_grid) if l2_grid else None, "inner_folds": inner_folds,
+                "inner_negatives": inner_negatives, "rotation_seed": rotation_seed, "seed": seed,
                 "n_rows": int(len(sub)), "vocab": n, "width": d, "max_negatives": max_negatives,
                 "mlp_categories": [feats[j].name for j in mlp_cols],
                 "mlp_kwargs": dict(mlp_kwargs or {}) if mlp_cols else None}
     report.settings = settings
     return report
+
+
+def _logistic(X, pos_s, held_s, packed, d, dims, sgns, *, folds, seed, l2, l2_grid, inner_folds,
+              inner_negatives) -> dict:
+    """The logistic probe's CV, the prototype (dims, signs over ``packed``) on its test rows,
+    and the fold-averaged standardised weights' alignment with the prototype."""
+    proto = bits.feature_scores(packed, bits.feature_matrix(list(zip(dims, sgns)), d))
+    if l2_grid:
+        cv = cross_validate(X, pos_s, held_s, folds, seed=seed, l2_grid=l2_grid,
+                            inner_folds=inner_folds, inner_negatives=inner_negatives)
+    else:
+        cv = cross_validate(X, pos_s, held_s, folds, probe=lambda: LogisticProbe(l2=l2),
+                            seed=seed)
+    W = cv.weights_std.mean(0)  # the same standardiser in every fold
+    return {"cv": cv, "W": W, "proto": proto, "proto_auc": rank_auc(proto, cv.labels, cv.tested),
+            "fold_gain": _fold_gain(cv, proto, folds), "align": axis_alignment(W, dims, sgns)}
+
+
+def _l2_summary(v: torch.Tensor) -> float:
+    """The penalty a category used: the median of its per-fold choices (lower median)."""
+    return float(v.median())
 
 
 def _row_subset(n: int, member_sets, max_negatives, seed) -> torch.Tensor:

@@ -12,11 +12,15 @@ Rows of X are vocabulary tokens (states or signs at one site). For every categor
 All categories of a fold are trained as one batched problem with per-column row masks. Scores
 are out-of-fold logits; `auc` pools them (each tested row scored once by a model that did not
 train on it), `fold_auc` is per fold. Standardisation uses all rows of X (no labels involved).
+
+With `l2_grid`, the logistic penalty is chosen per category and per outer fold by `select_l2`:
+an inner k-fold CV on that fold's training rows only (anchors vs training negatives), so no
+outer test row is ever read by the choice (not even by the inner standardisation).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +31,7 @@ from .logistic import LogisticProbe
 from bagofdims.errors import InvalidArgument
 
 IndexSets = "Sequence[Sequence[int]] | Mapping[str, Sequence[int]]"
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # penalties (standardised inputs) tried by select_l2
 
 
 @dataclass
@@ -47,8 +52,70 @@ class CVResult:
     names: list[str] | None = None
     probes: list = field(
         default_factory=list
-    )  # fitted probe per fold, when keep_probes=True
+    )  # fitted probe per fold, when keep_probes=True ([(columns, probe)] per fold with l2_grid)
     fold: torch.Tensor | None = None  # [n, k] long: fold in which the row was tested, -1 if never
+    l2: torch.Tensor | None = None  # [folds, k] logistic penalty used (chosen per fold with l2_grid)
+    weights_std: torch.Tensor | None = None  # [folds, d, k] logistic weights, standardised units
+
+
+@dataclass
+class L2Choice:
+    """What `select_l2` chose: one penalty per category and the inner scores behind it."""
+
+    l2: torch.Tensor  # [k] float64 chosen penalty
+    grid: tuple[float, ...]
+    score: torch.Tensor  # [len(grid), k] mean inner fold AUC
+
+
+def _check_grid(grid) -> tuple[float, ...]:
+    g = tuple(float(v) for v in grid)
+    if not g or any(not v > 0 for v in g) or list(g) != sorted(set(g)):
+        raise InvalidArgument(f"l2 grid must be distinct positive values in ascending order; got "
+                              f"{tuple(grid)} (e.g. {L2_GRID})")
+    return g
+
+
+def select_l2(X, labels, train, grid: Sequence[float] = L2_GRID, folds: int = 3, *,
+              max_negatives: int | None = 8192, seed: int = 0) -> L2Choice:
+    """Choose each category's logistic penalty by k-fold CV on its training rows only.
+
+    X [n, d]; labels [n, k] bool (positives); train [n, k] bool: the rows category j may use
+    (its anchors and training negatives). Rows outside `train` for every category are dropped
+    before anything is computed (standardisation included), so they cannot change the choice.
+    A row that trains another category only enters the shared, label-free standardisation.
+    Inner negatives: a seeded sample of `max_negatives` training rows (None: all), the same for
+    every candidate. Rule (fixed): the penalty with the highest mean inner fold AUC; exact ties
+    go to the smaller penalty (the first in the ascending grid).
+    """
+    grid = _check_grid(grid)
+    X = as_features(X)
+    n, dev = X.shape[0], X.device
+    labels, train = torch.as_tensor(labels, device=dev), torch.as_tensor(train, device=dev)
+    if labels.dtype != torch.bool or train.dtype != torch.bool or labels.ndim != 2 \
+            or labels.shape != train.shape or labels.shape[0] != n:
+        raise InvalidArgument(f"labels and train must be bool [n, k] with n = {n} rows of X; got "
+                              f"{tuple(labels.shape)} {labels.dtype} and {tuple(train.shape)} "
+                              f"{train.dtype}")
+    if max_negatives is not None and max_negatives < 1:
+        raise InvalidArgument(f"max_negatives must be >= 1 or None, got {max_negatives}")
+    pos, neg = labels & train, ~labels & train
+    keep = pos.any(1)
+    cand = neg.any(1).nonzero().flatten()
+    if max_negatives is not None and len(cand) > max_negatives:
+        g = torch.Generator().manual_seed(seed + 17)
+        cand = cand[torch.randperm(len(cand), generator=g)[:max_negatives].to(dev)]
+    keep[cand] = True
+    rows = keep.nonzero().flatten()
+    Xi, pos, neg = X[rows], pos[rows], neg[rows]
+    k = labels.shape[1]
+    pos_ids = [pos[:, j].nonzero().flatten() for j in range(k)]
+    neg_ids = [neg[:, j].nonzero().flatten() for j in range(k)]
+    score = torch.stack([
+        torch.nanmean(cross_validate(Xi, pos_ids, None, folds, negatives=neg_ids, seed=seed,
+                                     probe=lambda v=v: LogisticProbe(l2=v)).fold_auc.cpu(), 0)
+        for v in grid])
+    best = torch.nan_to_num(score, nan=-1.0).argmax(0)  # first maximum: the smaller penalty
+    return L2Choice(l2=torch.tensor(grid, dtype=torch.float64)[best], grid=grid, score=score)
 
 
 def _index_sets(sets, n: int, what: str, names: list[str] | None) -> list[torch.Tensor]:
@@ -91,6 +158,9 @@ def cross_validate(
     exclude=None,
     seed: int = 0,
     keep_probes: bool = False,
+    l2_grid: Sequence[float] | None = None,
+    inner_folds: int = 3,
+    inner_negatives: int | None = 8192,
 ) -> CVResult:
     """Cross-validate one probe per category, all categories batched.
 
@@ -103,6 +173,8 @@ def cross_validate(
     negatives: optional per-category row ids used as negatives (e.g. other categories' members
         for a hard negative set); default every row that is not a positive of the category.
     exclude: optional per-category row ids left out of both sides (e.g. case variants).
+    l2_grid: choose a LogisticProbe penalty per category in every outer fold with `select_l2`
+        (`inner_folds`, `inner_negatives`) on that fold's training rows; not with `probe`.
     """
     X = as_features(X)
     n, dev = X.shape[0], X.device
@@ -175,7 +247,14 @@ def cross_validate(
     rowfold = (torch.randperm(n, generator=gen) % folds).to(dev)
     train_cands = held is None or held_out_in_training
 
+    if l2_grid is not None:
+        if probe is not None:
+            raise InvalidArgument("give either probe= or l2_grid= (which trains LogisticProbes "
+                                  "with a penalty chosen per fold), not both")
+        l2_grid = _check_grid(l2_grid)
     factory = probe if probe is not None else LogisticProbe
+    l2_used = torch.full((folds, k), float("nan"), dtype=torch.float64)
+    W_std = None
     scores = torch.full((n, k), float("nan"), dtype=torch.float32, device=dev)
     tested = torch.zeros(n, k, dtype=torch.bool, device=dev)
     fold_of = torch.full((n, k), -1, dtype=torch.long, device=dev)
@@ -189,8 +268,21 @@ def cross_validate(
         neg_test = neg_ok & (rowfold == f)[:, None]
         train = train_pos | (neg_ok & ~neg_test)
         test = test_pos | neg_test
-        p = factory().fit(X, labels, mask=train)
-        s = p.decision_function(X).reshape(n, k).float()
+        if l2_grid is None:
+            p = factory().fit(X, labels, mask=train)
+            s = p.decision_function(X).reshape(n, k).float()
+            W = p.weights_std.reshape(-1, k) if isinstance(p, LogisticProbe) else None
+            if isinstance(p, LogisticProbe):
+                l2_used[f] = p.l2
+        else:
+            choice = select_l2(X, labels, train, l2_grid, inner_folds,
+                               max_negatives=inner_negatives, seed=seed + f)
+            s, W, p = _fit_by_penalty(X, labels, train, choice.l2)
+            l2_used[f] = choice.l2
+        if W is not None:
+            if W_std is None:
+                W_std = torch.zeros(folds, *W.shape, dtype=W.dtype, device=W.device)
+            W_std[f] = W
         scores = torch.where(test, s, scores)
         tested |= test
         fold_of = torch.where(test, f, fold_of)
@@ -209,4 +301,22 @@ def cross_validate(
         names=names,
         probes=kept,
         fold=fold_of,
+        l2=l2_used,
+        weights_std=W_std,
     )
+
+
+def _fit_by_penalty(X, labels, train, l2: torch.Tensor):
+    """One batched LogisticProbe per distinct penalty over the categories that chose it:
+    (logits [n, k], standardised weights [d, k], the probes as [(columns, probe)])."""
+    n, k = labels.shape
+    s = torch.empty(n, k, dtype=torch.float32, device=X.device)
+    W = torch.empty(X.shape[1], k, dtype=torch.float32, device=X.device)
+    fitted = []
+    for v in torch.unique(l2).tolist():
+        cols = (l2 == v).nonzero().flatten().to(X.device)
+        p = LogisticProbe(l2=v).fit(X, labels[:, cols], mask=train[:, cols])
+        s[:, cols] = p.decision_function(X).reshape(n, -1).float()
+        W[:, cols] = p.weights_std.reshape(X.shape[1], -1).float()
+        fitted.append((cols, p))
+    return s, W, fitted
