@@ -11,7 +11,8 @@ Workloads (random bits):
     (its ties in its own order). Timed: ``HammingIndex.search`` with the default backend, the
     other backend, and the torch kernel as of ``--old-ref`` (read from git, for reference).
     Every index is built before the timed searches. ``--rounds`` interleaved rounds (each round
-    runs every method once on both kinds, after one warm-up each); medians are printed, and
+    runs every method once on both kinds, after one warm-up each, starting one method later
+    than the round before, so no method always runs right after the same one); medians are printed, and
     each median's ratio to faiss's median (< 1: faster than faiss).
   * feature scoring: every cached state against ``--features`` features of 10-100 dims each.
   * ``--search-threads T``: T Python threads search one shared default index at once (each
@@ -124,10 +125,14 @@ def bench_topk(args: argparse.Namespace) -> None:
         for name, fn in methods.items():  # warm-up (builds buffers); outputs checked below
             for kind, q in kinds.items():
                 outs[(name, kind)] = fn(q)
-    for _ in range(args.rounds):
+    names = list(methods)
+    for r in range(args.rounds):
         for n in args.threads:
             set_threads(n)
-            for name, fn in methods.items():
+            # each round starts at the next method: no method always follows the same one (a
+            # kernel that lowers the clock, e.g. AMX, would otherwise slow whatever comes next)
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                fn = methods[name]
                 for kind, q in kinds.items():
                     t0 = time.perf_counter()
                     fn(q)

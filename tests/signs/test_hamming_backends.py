@@ -96,16 +96,63 @@ class _SearchSpy:
         return self.index.search(x, k)
 
 
+class _ReversedTies(_SearchSpy):
+    """A faiss index that keeps the *highest* indices among keys tied at the k-th distance
+    (what a faiss with another scan order could do), from an exact brute force."""
+
+    def __init__(self, keys: np.ndarray):
+        super().__init__(None)
+        self.keys = keys
+
+    @property
+    def ntotal(self):
+        return len(self.keys)
+
+    def search(self, x, k):
+        self.asks.append((len(x), k))
+        dist = np.bitwise_count(x[:, None, :] ^ self.keys[None]).sum(-1, dtype=np.int64)
+        order = np.lexsort((-np.arange(len(self.keys))[None].repeat(len(x), 0), dist), axis=1)
+        top = order[:, :k]
+        return np.take_along_axis(dist, top, 1).astype(np.int32), top.astype(np.int64)
+
+
 @needs_faiss
-def test_faiss_asks_again_until_the_tie_group_is_covered():
-    """300 copies of a query: its tie at agreement d fills the first 150 candidates and then
-    300 (the tie might go on), so that row is asked again with 300, then 600; the other rows
-    are settled by the first ask."""
+def test_faiss_tie_order_is_probed_and_the_fast_path_asks_k_once():
+    """The installed faiss keeps the lowest indices in a tie (the probe says so), so one search
+    of exactly k serves every row, even 300 copies of a query."""
+    assert hamming_faiss.keeps_lowest_ties(faiss)
     d, m = 96, 2000
     keys, q = _tied_data(d, m, seed=3)
     keys[100:400] = q[0]
     index = HammingIndex(keys, d, backend="faiss")
     spy = _SearchSpy(index._faiss.index)
+    index._faiss.index = spy
+    _check(index.search(q, 100), _brute(q, keys, d, 100))
+    assert spy.asks == [(len(q), 100)]
+
+
+def test_probe_rejects_a_faiss_with_another_tie_order():
+    class Index(_ReversedTies):
+        def add(self, keys):
+            self.keys = keys
+
+    fake = type("FakeFaiss", (), {})()
+    fake.IndexBinaryFlat = lambda d: Index(np.zeros((0, 2), np.uint8))
+    assert hamming_faiss._probe_tie_order(fake) is False
+
+
+@needs_faiss
+def test_faiss_asks_again_until_the_tie_group_is_covered(monkeypatch):
+    """Where faiss's tie order is not the lowest index (a faiss keeping the highest is stood
+    in), 300 copies of a query fill the first 150 candidates and then 300 (the tie might go
+    on), so that row is asked again with 300, then 600; the other rows are settled by the
+    first ask; the answer is still the brute force's."""
+    monkeypatch.setattr(hamming_faiss, "keeps_lowest_ties", lambda faiss: False)
+    d, m = 96, 2000
+    keys, q = _tied_data(d, m, seed=3)
+    keys[100:400] = q[0]
+    index = HammingIndex(keys, d, backend="faiss")
+    spy = _ReversedTies(np.ascontiguousarray((keys & bits.tail_mask(d, keys.device)).numpy()))
     index._faiss.index = spy
     _check(index.search(q, 100), _brute(q, keys, d, 100))
     assert spy.asks == [(len(q), 150), (1, 300), (1, 600)]
