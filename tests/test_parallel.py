@@ -1,5 +1,5 @@
-"""Several processes (bagofdims.parallel): a 2-process sign cache and activation store are
-byte-identical to 1-process ones; a SIGKILLed rank, then a relaunch, resumes without recomputing
+"""Several processes (bagofdims.parallel): a 2-process sign cache, activation store and catalog
+top-context pass are byte-identical to 1-process ones; a SIGKILLed rank, then a relaunch, resumes without recomputing
 what was finished; an error on one rank ends every rank with its message.
 
 One build goes through ``accelerate launch -m bagofdims`` (what users run; on a machine without
@@ -243,3 +243,66 @@ def test_one_process_world_needs_no_launcher():
     assert here.on_main("a sum", lambda: 1 + 1) == 2
     assert here.rank_device("cpu") == "cpu" and here.rank_device(None) is None
     assert torch.distributed.is_available() and not torch.distributed.is_initialized()
+
+
+# -- the catalog's top-context pass ----------------------------------------------------------------
+N_BATCHES = 10  # 40 documents, 4 per batch
+
+
+@pytest.fixture(scope="module")
+def catalog(files, tmp_path_factory):
+    """A tiny catalog and its contexts computed by one process (``contexts.json`` bytes)."""
+    import shutil
+
+    from cli.conftest import CATEGORIES
+
+    root = tmp_path_factory.mktemp("catalog")
+    (root / "categories.json").write_text(json.dumps(CATEGORIES))
+    assert main(["capture", "--model", str(files[0]), "--out", str(root / "cache"), "--device",
+                 "cpu"]) == 0
+    assert main(["catalog", "--cache", str(root / "cache"), "--out", str(root / "catalog"),
+                 "--categories", str(root / "categories.json"), "--n-anchors", "12", "-k", "8"]) == 0
+    shutil.copytree(root / "catalog", root / "one")
+    assert main(_contexts_argv(files, root / "one")) == 0
+    return root / "catalog", (root / "one" / "contexts.json").read_bytes()
+
+
+def _contexts_argv(files, cat):
+    return ["contexts", str(cat), "--model", str(files[0]), "--corpus", str(files[1]), "--n-docs",
+            "40", "--batch-size", "4", "--device", "cpu", "--top", "3"]
+
+
+@pytest.mark.parametrize("relaunch", [2, 1])
+def test_contexts_on_two_processes_resume_after_a_sigkill_and_equal_one(files, catalog, tmp_path,
+                                                                       relaunch):
+    import shutil
+
+    cat = tmp_path / "catalog"
+    shutil.copytree(catalog[0], cat)
+    argv = _contexts_argv(files, cat)
+    codes, errs, units = _fork(2, argv, tmp_path, "killed", kill=True)
+    assert codes[1] == -signal.SIGKILL and codes[0] == 2, errs
+    assert "another process of the 2 stopped" in errs[0] and "Traceback" not in errs[0]
+    finished = _finished_chunks(cat / "contexts.partial")
+    assert 5 in finished and len(finished) < N_BATCHES  # rank 1's first batch, not all
+    assert not (cat / "contexts.json").exists()
+    codes, errs, units = _fork(relaunch, argv, tmp_path, "again")
+    assert codes == [0] * relaunch, errs
+    assert sorted(units) == sorted(set(range(N_BATCHES)) - finished)  # nothing finished redone
+    assert errs[0].count("top contexts of") == 1 and all("top contexts" not in e for e in errs[1:])
+    assert (cat / "contexts.json").read_bytes() == catalog[1]
+    assert not (cat / "contexts.partial").exists()
+
+
+def test_two_processes_compute_the_one_process_contexts(files, catalog, tmp_path):
+    import shutil
+
+    cat = tmp_path / "catalog"
+    shutil.copytree(catalog[0], cat)
+    codes, errs, units = _fork(2, _contexts_argv(files, cat), tmp_path, "two")
+    assert codes == [0, 0], errs
+    assert sorted(units) == list(range(N_BATCHES))  # each batch computed once, by one process
+    assert (cat / "contexts.json").read_bytes() == catalog[1]
+    # a rerun finds them stored and computes nothing
+    codes, errs, units = _fork(2, _contexts_argv(files, cat), tmp_path, "stored")
+    assert codes == [0, 0] and units == [], errs

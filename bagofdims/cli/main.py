@@ -10,6 +10,7 @@
     bagofdims steer --model smollm2 --feature fruit --prompt "My favourite fruit is"
     bagofdims serve runs/smollm2/catalog --model smollm2            # http://127.0.0.1:8765
     bagofdims export-html runs/smollm2/catalog out/site
+    bagofdims contexts runs/smollm2/catalog --model smollm2 --n-docs 2000   # for serve/export-html
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bagofdims.cli.activations import ActivationsConfig, activations
 from bagofdims.cli.cache import CacheConfig, InfoConfig, SitesConfig, capture, info, sites
 from bagofdims.cli.query import CatalogConfig, QueryConfig, catalog, query
 from bagofdims.cli.steer import SteerConfig, run_steer
-from bagofdims.cli.serve import ExportConfig, ServeConfig, export_html, serve
+from bagofdims.cli.serve import ContextsConfig, ExportConfig, ServeConfig, contexts, export_html, serve
 from bagofdims.cli.app import Table, run
 
 COMMANDS: Table = {
@@ -36,6 +37,7 @@ COMMANDS: Table = {
               "generate with and without a feature's sign flip, side by side"),
     "serve": (ServeConfig, serve, "browse a catalog in the browser (live steering with --model)"),
     "export-html": (ExportConfig, export_html, "write the browser's pages as a static site"),
+    "contexts": (ContextsConfig, contexts, "compute a catalog's top activating contexts (data-parallel under accelerate launch)"),
 }
 
 DESCRIPTION = ("Training-free features over the standard basis of a transformer's hidden states: "

@@ -1,7 +1,10 @@
-"""``bagofdims serve`` / ``export-html``: the feature browser, live or as static pages.
+"""``bagofdims serve`` / ``export-html`` / ``contexts``: the feature browser, live or as static
+pages, and its top activating contexts (the one pass that runs the model over a corpus).
 
     bagofdims serve runs/smollm2/catalog --model smollm2       # http://127.0.0.1:8765
     bagofdims export-html runs/smollm2/catalog out/site        # the same pages, no server
+    accelerate launch --multi_gpu --num_processes 4 -m bagofdims contexts runs/smollm2/catalog \
+        --model smollm2 --n-docs 20000                          # the contexts, data-parallel
 """
 
 from __future__ import annotations
@@ -64,6 +67,52 @@ class ExportConfig:
     """A folder of reports to copy into the site and link from the index."""
     device: Annotated[str, flag(metavar="DEVICE")] = "auto"
     """Where to run the model: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps."""
+
+
+@dataclass
+class ContextsConfig:
+    """Compute a catalog's top activating contexts (stored in it, used by serve and export-html); under accelerate launch the processes share the documents."""
+
+    catalog: Annotated[tyro.conf.Positional[str], flag(metavar="CATALOG")]
+    """Catalog directory (built by `bagofdims catalog`)."""
+    model: Annotated[str, flag(metavar="MODEL")]
+    """The catalog's model (embedded name, hub id or directory)."""
+    corpus: str = "wiki"
+    """Text for the contexts: wiki or bbc (packaged); hf:NAME[:CONFIG][@SPLIT][#COLUMN] (a datasets dataset, streamed); a save_to_disk folder or a .parquet/.jsonl/.csv file (@SPLIT, #COLUMN optional); or a file with one text per line."""
+    n_docs: int = 200
+    """Documents of the corpus to read."""
+    max_tokens: int = 128
+    """Tokens read per document."""
+    top: int = 5
+    """Contexts kept per feature (one per document)."""
+    batch_size: int = 8
+    """Documents per forward pass (the unit shared between processes and checkpointed)."""
+    device: Annotated[str, flag(metavar="DEVICE")] = "auto"
+    """Where to run the model: auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps."""
+
+
+def contexts(cfg: ContextsConfig) -> None:
+    """``bagofdims contexts``: compute (or resume) the contexts; replaces stored ones made with
+    other settings."""
+    from bagofdims.catalog import Catalog
+    from bagofdims.models import load_model
+    from bagofdims.parallel import world
+    from bagofdims.serve import compute_contexts, parse_corpus
+
+    for name in ("--n-docs", "--max-tokens", "--top", "--batch-size"):
+        check_positive(name, getattr(cfg, name[2:].replace("-", "_")))
+    device = check_device(cfg.device)
+    corpus = parse_corpus(cfg.corpus)
+    cat = Catalog.load(cfg.catalog)
+    here = world()  # several processes under `accelerate launch`: each reads a share
+    model, tok = load_model(cfg.model, device=here.rank_device(device))
+    cat.check_model(model)
+    texts = corpus.texts(cfg.n_docs)
+    found = compute_contexts(cat, model, tok, texts, max_tokens=cfg.max_tokens, top=cfg.top,
+                             batch_size=cfg.batch_size, progress=here.is_main, source=corpus.key)
+    if found is not None:
+        print(f"top contexts of {len(found):,} features from {len(texts):,} documents of "
+              f"{corpus.key} -> {cat.path / 'contexts.json'}")
 
 
 def prepare(cfg, compute: bool = True):

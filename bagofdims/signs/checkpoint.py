@@ -57,8 +57,9 @@ class Checkpoint:
     Under several processes every process opens it (the main one checks the settings) and each
     saves only its own chunks."""
 
-    def __init__(self, path, key: dict):
+    def __init__(self, path, key: dict, part=Chunk):
         self.path = Path(path)
+        self.part = part  # the class of a chunk: tensors() / from_tensors(), as Chunk
         self.info = self.path / "build.json"
         self.key = key
         self.world = parallel.world()
@@ -118,11 +119,11 @@ class Checkpoint:
         if not self.finished(i):
             return None  # never finished, torn or damaged: recompute the chunk
         try:
-            return Chunk.from_tensors(open_mmap(self._file(i)))
+            return self.part.from_tensors(open_mmap(self._file(i)))
         except SafetensorsError:
             return None
 
-    def save(self, i: int, part: Chunk) -> None:
+    def save(self, i: int, part) -> None:
         f = self._file(i)
         tmp = f.with_suffix(".tmp")
         save_file(part.tensors(), str(tmp))
@@ -145,7 +146,7 @@ def _read_build_json(path: Path, own: bool = False) -> dict:
 
 
 def run_chunks(ckpt: Checkpoint | None, sizes: list[int], compute: Callable[[int], Chunk],
-               bar) -> list[Chunk] | None:
+               bar, what: str = "chunks") -> list[Chunk] | None:
     """Every chunk of a build (``sizes[i]`` rows each) in order: loaded from ``ckpt`` where it is
     finished there, else ``compute(i)`` (then saved); ``bar`` counts rows.
 
@@ -183,7 +184,7 @@ def run_chunks(ckpt: Checkpoint | None, sizes: list[int], compute: Callable[[int
     parts = [ckpt.load(ci) for ci in range(len(sizes))]
     lost = [ci for ci, part in enumerate(parts) if part is None]
     if lost:
-        raise CacheError(f"{ckpt.path}: chunks {lost[:5]} are missing or damaged although every "
+        raise CacheError(f"{ckpt.path}: {what} {lost[:5]} are missing or damaged although every "
                          "process finished; the directory must be one all processes see (a shared "
                          "file system). Rerun the same command to recompute them.")
     return parts

@@ -59,61 +59,86 @@ def test_damaged_contexts_are_refused(copy, model_dir):
         load_contexts(copy)
 
 
-def test_resume_continues_and_refuses_other_settings(copy, model_dir):
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(monkeypatch, n: int, seen: list):
+    """Make the checkpoint raise after its ``n``-th saved batch (a killed pass)."""
+    from bagofdims.signs.checkpoint import Checkpoint
+
+    real = Checkpoint.save
+
+    def save(self, i, part):
+        real(self, i, part)
+        seen.append(i)
+        if len(seen) == n:
+            raise _Stop
+
+    monkeypatch.setattr(Checkpoint, "save", save)
+
+
+def test_resume_continues_and_refuses_other_settings(copy, model_dir, monkeypatch):
     model, tok = load_model(str(model_dir), device="cpu")
     cat = Catalog.load(copy, model=model, tokenizer=tok)
-
-    class Stop(Exception):
-        pass
-
-    import bagofdims.serve.contexts as mod
-    real, calls = mod._write, []
-
-    def flaky(path, body):  # dies after the first checkpoint
-        real(path, body)
-        calls.append(body.get("next_doc"))
-        if len(calls) == 1:
-            raise Stop
-
-    mod._write = flaky
-    try:
-        with pytest.raises(Stop):
+    saved = []
+    with monkeypatch.context() as m:
+        _stop_after(m, 1, saved)
+        with pytest.raises(_Stop):
             compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4, progress=False)
-    finally:
-        mod._write = real
-    assert json.loads((copy / PARTIAL).read_text())["next_doc"] == 4
+    assert saved == [0] and (copy / PARTIAL / "chunk-000000.safetensors").exists()
     with pytest.raises(ResumeError, match="other settings"):
         compute_contexts(cat, model, tok, TEXTS, max_tokens=12, batch_size=4, progress=False)
-    resumed = compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4,
-                               progress=False)
+    with pytest.raises(ResumeError, match="batch_size"):
+        compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=3, progress=False)
+    saved.clear()
+    with monkeypatch.context() as m:
+        _stop_after(m, 99, saved)  # only records what the resume computes
+        resumed = compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4,
+                                   progress=False)
+    assert saved == [1, 2] and not (copy / PARTIAL).exists()  # batch 0 was not recomputed
     (copy / FILE).unlink()
     fresh = compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4, progress=False)
     assert resumed == fresh
+    # a damaged batch in the checkpoint is recomputed, not trusted
+    with monkeypatch.context() as m:
+        _stop_after(m, 2, [])
+        (copy / FILE).unlink()
+        with pytest.raises(_Stop):
+            compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4, progress=False)
+    part = copy / PARTIAL / "chunk-000001.safetensors"
+    raw = bytearray(part.read_bytes())
+    raw[-3] ^= 0xFF
+    part.write_bytes(bytes(raw))
+    assert compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4,
+                            progress=False) == fresh
 
 
-def test_resume_refuses_another_corpus(copy, model_dir):
+def test_batch_size_does_not_change_the_contexts(copy, model_dir):
+    """Batches are merged in document order with ties to the earlier document: any batch size
+    gives the same contexts (scores equal to float tolerance)."""
+    model, tok = load_model(str(model_dir), device="cpu")
+    cat = Catalog.load(copy, model=model, tokenizer=tok)
+    by = {}
+    for b in (1, 3, 10):
+        (copy / FILE).unlink(missing_ok=True)
+        by[b] = compute_contexts(cat, model, tok, TEXTS, max_tokens=16, top=4, batch_size=b,
+                                 progress=False)
+    for b in (3, 10):
+        for i, rows in by[1].items():
+            assert [(r["doc"], r["pos"]) for r in by[b][i]] == [(r["doc"], r["pos"]) for r in rows]
+            assert [r["score"] for r in by[b][i]] == pytest.approx([r["score"] for r in rows])
+
+
+def test_resume_refuses_another_corpus(copy, model_dir, monkeypatch):
     """The same texts named as another corpus are another corpus: the resume is refused."""
     model, tok = load_model(str(model_dir), device="cpu")
     cat = Catalog.load(copy, model=model, tokenizer=tok)
-
-    class Stop(Exception):
-        pass
-
-    import bagofdims.serve.contexts as mod
-    real = mod._write
-
-    def once(path, body):
-        real(path, body)
-        raise Stop
-
-    mod._write = once
-    try:
-        with pytest.raises(Stop):
+    with monkeypatch.context() as m:
+        _stop_after(m, 1, [])
+        with pytest.raises(_Stop):
             compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4, progress=False,
                              source="a.jsonl#text")
-    finally:
-        mod._write = real
-    assert json.loads((copy / PARTIAL).read_text())["settings"]["source"] == "a.jsonl#text"
     with pytest.raises(ResumeError, match="other settings"):
         compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4, progress=False,
                          source="hf:other")
