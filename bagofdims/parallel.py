@@ -109,6 +109,10 @@ class World:
                                     relayed=True)
         return result
 
+    def gather(self, what: str, obj) -> list:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+        return [obj] if self.size == 1 else self._gather(what, obj)
+
     def _gather(self, what: str, obj) -> list:
         out = [None] * self.size
         self._collective(what, lambda dist: dist.all_gather_object(out, obj))

@@ -339,6 +339,8 @@ def normalize_transcript(text: str) -> str:
 def transcribe(model, processor, clips, sample_rate: int = 16000, batch_size: int = 16,
                max_new_tokens: int = 64, **generate) -> list[str]:
     """Greedy transcripts of mono float32 clips (multilingual models default to English)."""
+    from bagofdims.devices import input_device  # devices -> embedded -> this module
+
     if getattr(model.generation_config, "is_multilingual", False):
         generate.setdefault("language", "en")
         generate.setdefault("task", "transcribe")
@@ -346,8 +348,8 @@ def transcribe(model, processor, clips, sample_rate: int = 16000, batch_size: in
     for i in range(0, len(clips), batch_size):
         feats = processor(list(clips[i:i + batch_size]), sampling_rate=sample_rate,
                           return_tensors="pt").input_features
-        with torch.no_grad():
-            ids = model.generate(feats.to(model.device, model.dtype), do_sample=False,
-                                 num_beams=1, max_new_tokens=max_new_tokens, **generate)
+        with torch.no_grad():  # features go where the encoder's first layer runs (offload too)
+            ids = model.generate(feats.to(input_device(model.get_encoder()), model.dtype),
+                                 do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, **generate)
         out += [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
     return out

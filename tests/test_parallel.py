@@ -100,7 +100,7 @@ def test_accelerate_launch_builds_the_one_process_cache(files, reference, tmp_pa
 
 
 # -- forked ranks: SIGKILL, relaunch, errors -------------------------------------------------------
-def _rank(rank, size, port, argv, log, kill, fail, err_path):
+def _rank(rank, size, port, argv, log, kill, fail, err_path, oom=False):
     """One rank (a forked child): the launcher's environment, then the command line."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(size),
                       LOCAL_WORLD_SIZE=str(size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
@@ -124,6 +124,17 @@ def _rank(rank, size, port, argv, log, kill, fail, err_path):
         if fail and rank == 1:
             raise NumericalError("planted failure on rank 1")
 
+    if oom and rank == 1:  # rank 1's device fits 4 tokens per forward pass, no more
+        from bagofdims.signs import forward
+
+        real_run = forward.Capture.run
+
+        def run(self, *args, **kwargs):
+            if kwargs["input_ids"].shape[0] > 4:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return real_run(self, *args, **kwargs)
+
+        forward.Capture.run = run
     save, flush = checkpoint.Checkpoint.save, stream._flush
     checkpoint.Checkpoint.save = lambda self, i, part: (save(self, i, part), done(i))[0]
     stream._flush = lambda out, index, buf, i, *rest: (flush(out, index, buf, i, *rest), done(i))[0]
@@ -135,13 +146,13 @@ def _rank(rank, size, port, argv, log, kill, fail, err_path):
     os._exit(code)
 
 
-def _fork(size, argv, tmp_path, tag, kill=False, fail=False):
+def _fork(size, argv, tmp_path, tag, kill=False, fail=False, oom=False):
     """Run ``argv`` on ``size`` forked ranks; ``(exit codes, stderr texts, units computed)``."""
     ctx, port = multiprocessing.get_context("fork"), _port()
     log = tmp_path / f"{tag}.log"
     log.write_text("")
     errs = [tmp_path / f"{tag}.{r}.err" for r in range(size)]
-    procs = [ctx.Process(target=_rank, args=(r, size, port, argv, log, kill, fail, errs[r]))
+    procs = [ctx.Process(target=_rank, args=(r, size, port, argv, log, kill, fail, errs[r], oom))
              for r in range(size)]
     for p in procs:
         p.start()
@@ -178,6 +189,20 @@ def test_sigkill_of_a_rank_then_relaunch_resumes_the_cache(files, reference, tmp
     assert codes == [0] * relaunch, errs
     assert sorted(units) == sorted(set(range(N_CHUNKS)) - finished)  # nothing finished redone
     _same_cache(reference[0], tmp_path / "cache")
+
+
+def test_out_of_memory_on_one_rank_is_recorded_in_the_meta(files, reference, tmp_path):
+    """Rank 1 halves its batches (8 -> 4) on out-of-memory; the main process's meta records the
+    smallest batch size any process ended at, and the arrays are the one-process ones."""
+    argv = ["capture", "--model", files[0], "--out", tmp_path / "cache", *CAPTURE]
+    codes, errs, units = _fork(2, argv, tmp_path, "oom", oom=True)
+    assert codes == [0, 0], errs
+    meta, ref = (json.loads((p / "meta.json").read_text()) for p in (tmp_path / "cache", reference[0]))
+    assert (ref["batch_size"], ref["batch_size_used"]) == (8, 8)
+    assert (meta["batch_size"], meta["batch_size_used"]) == (8, 4)
+    assert meta["peak_memory"] > 0 and meta["peak_memory_measure"] == ref["peak_memory_measure"]
+    for name in ("signs.safetensors", "magnitudes.safetensors"):
+        assert (tmp_path / "cache" / name).read_bytes() == (reference[0] / name).read_bytes()
 
 
 def test_two_processes_write_the_one_process_store(files, reference, tmp_path):

@@ -227,7 +227,9 @@ class SignCache:
         # Under several processes (bagofdims.parallel) each computes its share of the chunks into
         # the checkpoint and the main process assembles them all; the others return None.
         try:
-            parts = run_chunks(ckpt, [len(ids[s:s + chunk_size]) for s in chunks], chunk, bar)
+            records: list[dict] = []  # each process's batch size and peak memory
+            parts = run_chunks(ckpt, [len(ids[s:s + chunk_size]) for s in chunks], chunk, bar,
+                               report=forward.record, reports=records)
         finally:
             bar.close()  # before any error message
         if parts is None:
@@ -238,7 +240,8 @@ class SignCache:
                 if magnitudes else None)
         meta = CacheMeta(**settings, sites={s.name: parts[0].widths[s.name] for s in resolved},
                          created=ckpt.created if ckpt else now(),
-                         build_seconds=round(time.perf_counter() - t0, 1), **forward.record())
+                         build_seconds=round(time.perf_counter() - t0, 1),
+                         **TokenForward.combine(records))
         cache = cls(meta, signs, mags)
         if ckpt:
             cache._checkpoint = ckpt.path

@@ -146,12 +146,16 @@ def _read_build_json(path: Path, own: bool = False) -> dict:
 
 
 def run_chunks(ckpt: Checkpoint | None, sizes: list[int], compute: Callable[[int], Chunk],
-               bar, what: str = "chunks") -> list[Chunk] | None:
+               bar, what: str = "chunks", report: Callable[[], dict] | None = None,
+               reports: list | None = None) -> list[Chunk] | None:
     """Every chunk of a build (``sizes[i]`` rows each) in order: loaded from ``ckpt`` where it is
     finished there, else ``compute(i)`` (then saved); ``bar`` counts rows.
 
     Under several processes the unfinished chunks are shared between them and each saves its own
     to ``ckpt``; then the main process loads them all and returns them, the others return None.
+    ``report`` (e.g. the batch size a process ended at, its peak memory) is called on every
+    process once its share is done, and the main process appends the results, in rank order,
+    to ``reports``.
     """
     world = ckpt.world if ckpt is not None else parallel.world()
     if world.size == 1:
@@ -165,6 +169,8 @@ def run_chunks(ckpt: Checkpoint | None, sizes: list[int], compute: Callable[[int
             else:
                 bar.update(n)
             parts.append(done)
+        if report is not None and reports is not None:
+            reports.append(report())
         return parts
     if ckpt is None:
         raise InvalidArgument(f"{world.size} processes share a build through its checkpoint "
@@ -177,6 +183,10 @@ def run_chunks(ckpt: Checkpoint | None, sizes: list[int], compute: Callable[[int
     with world.together(f"the build in {ckpt.path}"):
         for ci in mine:
             ckpt.save(ci, compute(ci))
+    if report is not None:
+        gathered = world.gather(f"the build in {ckpt.path}", report())
+        if reports is not None and world.is_main:
+            reports.extend(gathered)
     if not world.is_main:
         return None
     bar.update(sum(sizes[ci] for ci in todo) - sum(sizes[ci] for ci in mine))

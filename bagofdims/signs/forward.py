@@ -7,13 +7,15 @@ One :class:`TokenForward` serves a whole build (every chunk it computes):
   signs differ from float32; ``scripts/bench_capture.py`` measures how many). The model is not
   copied or changed;
 - on out-of-memory the batch halves and the same tokens run again; the smaller size is kept for
-  the rest of the build and recorded (``meta.batch_size_used``). Each token's forward is
+  the rest of the build and recorded (``meta.batch_size_used``; the smallest any process ended at
+  when several shared the build). Each token's forward is
   independent of the others in its batch, and on CPU the bytes are identical whatever the batch
   size (tested), so such a build equals one that never ran out of memory;
 - every site's values are checked finite with one sum each (a full check runs only when a sum
   is not), and then packed without a second check;
 - the build's peak memory is measured: ``torch.cuda.max_memory_allocated`` on CUDA (its peak
-  statistics are reset when the build starts), the process's peak resident set elsewhere.
+  statistics are reset when the build starts), the process's peak resident set elsewhere; the
+  largest of the processes' peaks when several shared the build.
 """
 
 from __future__ import annotations
@@ -132,6 +134,17 @@ class TokenForward:
         """The meta fields of the passes so far: the batch size they ended at, peak memory."""
         peak, measure = self._peak_memory()
         return dict(batch_size_used=self.batch_size, peak_memory=peak, peak_memory_measure=measure)
+
+    @staticmethod
+    def combine(records: list[dict]) -> dict:
+        """One record for a build several processes shared (:meth:`record` of each): the smallest
+        batch size any ended at, the largest peak (each process has its own memory or device)."""
+        if len(records) == 1:
+            return records[0]
+        peaks = [r["peak_memory"] for r in records if r["peak_memory"] is not None]
+        return dict(batch_size_used=min(r["batch_size_used"] for r in records),
+                    peak_memory=max(peaks) if peaks else None,
+                    peak_memory_measure=records[0]["peak_memory_measure"] if peaks else None)
 
     def _peak_memory(self) -> tuple[int | None, str | None]:
         if self.cuda:
