@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bagofdims.embedded import home
+from bagofdims.storage import home
 from bagofdims.errors import InvalidArgument, InvalidType
 
 __all__ = ["adopt_offload_folder", "execution_device", "input_device", "is_offloaded", "offload_kwargs",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from bagofdims.errors import ModelNotAvailable
-from bagofdims.storage import package_dir
+from bagofdims.storage import home, package_dir  # noqa: F401 - home is part of this API
 
 logger = logging.getLogger(__name__)
 
@@ -83,15 +83,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     ),
 }
 
-
-def home() -> Path:
-    """Where converted models live: ``$BAGOFDIMS_HOME`` or the user cache dir."""
-    env = os.environ.get("BAGOFDIMS_HOME")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("bagofdims"))
 
 
 def _package(spec: EmbeddedModel, name: str) -> Path:

@@ -292,3 +292,14 @@ def package_dir(
             f"run `{install}`."
         )
     return Path(next(iter(found.submodule_search_locations)))
+
+
+def home() -> Path:
+    """Where the project keeps what it makes once (converted models, generated data, offload
+    folders): ``$BAGOFDIMS_HOME`` or the user cache dir."""
+    env = os.environ.get("BAGOFDIMS_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("bagofdims"))
