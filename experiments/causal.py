@@ -15,6 +15,7 @@ them, about 30,000 prompt rows through the model).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -25,9 +26,12 @@ import tyro
 
 import bagofdims as bd
 from bagofdims.categories import load_categories, map_categories
+from bagofdims.errors import InvalidArgument, MissingFile
+from bagofdims.features.discovery import DiscoveryConfig
 from bagofdims.sites import find_blocks
 from bagofdims.steering.tracing import kv_survival, random_init_copy, writer_controls
 from experiments.causal_report import markdown, plots
+from experiments.kv_rotary import with_rotary_keys
 from experiments.report import command, write_json, write_report
 from experiments.runs import RunConfig, entry, load_or_build_cache
 from experiments.sign_flips import run_e7
@@ -64,6 +68,11 @@ class CausalConfig(RunConfig):
     """coalition size (E6)"""
     background: int = 0
     """cache only the category tokens + this many random ones (0: the whole vocabulary)"""
+    tau: float = 0.75
+    """E6 in the paper's regime: features of every dim with per-dim AUC >= tau (next to top-32)"""
+    reuse_e7: bool = False
+    """keep E7 from the causal.json already in the output folder (E5 and E6 are recomputed); its
+    command and time stay recorded under e7_from"""
     threads: int = 1
     seed: int = 0
 
@@ -102,10 +111,33 @@ def run_e6(model, cat, layers, top_n: int, seed: int) -> dict:
     return out
 
 
+def _dims(cat, layers) -> dict:
+    """Dims per feature at each layer: min, median, max."""
+    out = {}
+    for L in layers:
+        n = sorted(len(f.dims) for f in cat.at(f"resid.{L}"))
+        out[f"resid.{L}"] = [n[0], n[len(n) // 2], n[-1]] if n else []
+    return out
+
+
+def _previous_e7(cfg: CausalConfig) -> dict:
+    path = cfg.out_dir / "causal.json"
+    if not path.exists():
+        raise MissingFile(f"--reuse-e7 reads E7 from {path}, which does not exist; run "
+                          "without --reuse-e7 first.")
+    old = json.loads(path.read_text())
+    if old.get("model") != cfg.model or old.get("seed") != cfg.seed:
+        raise InvalidArgument(f"{path} was made for model {old.get('model')} seed "
+                              f"{old.get('seed')}, not {cfg.model} seed {cfg.seed}.")
+    return {"e7": old["e7"], "e7_from": old.get("e7_from") or {
+        "command": old.get("command"), "seconds": old.get("seconds"), "layers": old.get("layers")}}
+
+
 def run(cfg: CausalConfig, argv=None) -> dict:
     """Compute the report's numbers (the content of ``causal.json``)."""
     torch.set_num_threads(cfg.threads)
     t_start = time.time()
+    previous = _previous_e7(cfg) if cfg.reuse_e7 else None
     model, tok = bd.load_model(cfg.model)
     cache_path = Path(cfg.cache) if cfg.cache else cfg.run_dir / "causal_cache"
     cache = load_or_build_cache(model, tok, cache_path, CACHE_SITES,
@@ -116,23 +148,39 @@ def run(cfg: CausalConfig, argv=None) -> dict:
 
     t0 = time.time()
     e5_layers = layer_grid(n_layers, cfg.e5_step)
-    e5 = kv_survival(cache, layers=e5_layers, tokenizer=tok, thresholds=(0.75, 0.9))
+    rotated, agreement = with_rotary_keys(cache, model, e5_layers)
+    e5 = kv_survival(rotated, layers=e5_layers, tokenizer=tok, thresholds=(0.75, 0.9),
+                     kinds=("resid", "k", "k_rot", "v"))
     e5.pop("catalog")
     e5["layers"] = e5_layers
+    e5["k_sign_agreement"] = agreement
     # resid features at the E6/E7 layers (one catalog, every category)
     cat = bd.Catalog.build(cache, sites=[f"resid.{L}" for L in layers], tokenizer=tok,
                            progress=False, evidence=None)  # only the features are used here
     print(f"E5 done ({time.time() - t0:.0f}s): {len(cat.names)} categories", flush=True)
     t0 = time.time()
     e6 = run_e6(model, cat, layers, cfg.top_n, cfg.seed)
+    cat_tau = bd.Catalog.build(cache, sites=[f"resid.{L}" for L in layers], tokenizer=tok,
+                               config=DiscoveryConfig(method="tau", tau=cfg.tau), progress=False,
+                               evidence=None)
+    e6_tau = run_e6(model, cat_tau, layers, cfg.top_n, cfg.seed)
     print(f"E6 done ({time.time() - t0:.0f}s)", flush=True)
     t0 = time.time()
-    with torch.no_grad():
-        e7 = run_e7(model, tok, cat, layers, cfg.concepts, cfg.select_prompts, cfg.prompts,
-                    cfg.draws, cfg.depth_draws, cfg.seed, cfg.rows_per_pass)
-    print(f"E7 done ({time.time() - t0:.0f}s)", flush=True)
+    if previous is None:
+        with torch.no_grad():
+            e7 = run_e7(model, tok, cat, layers, cfg.concepts, cfg.select_prompts, cfg.prompts,
+                        cfg.draws, cfg.depth_draws, cfg.seed, cfg.rows_per_pass)
+        print(f"E7 done ({time.time() - t0:.0f}s)", flush=True)
+    elif previous["e7_from"].get("layers") not in (None, layers):
+        raise InvalidArgument(f"the E7 kept from causal.json ran at layers "
+                              f"{previous['e7_from']['layers']}, not {layers}: pass the same "
+                              "--layer-step, or run without --reuse-e7.")
+    else:
+        e7 = previous["e7"]
     return {
-        "model": cfg.model, "cache": str(cache_path), "n_cached_tokens": len(cache),
+        **({"e7_from": previous["e7_from"]} if previous else {}),
+        "e6_tau": e6_tau, "e6_tau_dims": _dims(cat_tau, layers), "e6_dims": _dims(cat, layers),
+        "tau": cfg.tau, "model": cfg.model, "cache": str(cache_path), "n_cached_tokens": len(cache),
         "full_vocab": bool(cache.meta.full_vocab), "layers": layers,
         "n_layers": n_layers, "seed": cfg.seed, "threads": cfg.threads,
         "command": command(SCRIPT, argv),

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from experiments import causal_report_legacy
+from experiments.causal_tracing_report import e5_e6_markdown, e5_e6_plots
 from experiments.causal_verdicts import verdicts
 from experiments.report import fmt, pyplot, save_figure
 
@@ -72,72 +73,14 @@ def _e7_plots(r: dict, out: Path, files: dict) -> None:
 def plots(r: dict, out: Path) -> dict[str, str]:
     """Control distributions, depth profile, specificity heatmap, E5 and E6 plots; returns
     name -> file name."""
-    plt = pyplot()
     files: dict[str, str] = {}
     _e7_plots(r, out, files)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for kind in ("resid", "k", "v"):
-        pts = [(L, r["e5"]["sites"][f"{kind}.{L}"]) for L in r["e5"]["layers"] if f"{kind}.{L}" in r["e5"]["sites"]]
-        axes[0].plot([p[0] for p in pts], [p[1]["mean_held_out_auc"] for p in pts], marker="o", label=kind)
-        axes[1].plot([p[0] for p in pts], [p[1]["discoverable"]["0.9"] for p in pts], marker="o", label=kind)
-    if "embed" in r["e5"]["sites"]:
-        emb = r["e5"]["sites"]["embed"]
-        axes[0].axhline(emb["mean_held_out_auc"], color="gray", ls="--", label="embed")
-        axes[1].axhline(emb["discoverable"]["0.9"], color="gray", ls="--", label="embed")
-    axes[0].set_ylabel("mean held-out AUC")
-    axes[1].set_ylabel("categories with held-out AUC ≥ 0.9")
-    for ax in axes:
-        ax.set_xlabel("layer")
-        ax.legend()
-    fig.tight_layout()
-    files["e5"] = "causal_kv.png"
-    save_figure(fig, out / files["e5"])
-
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    for src, ls in (("model", "-"), ("gaussian", ":"), ("random_init", "--")):
-        for pol, c in (("positive", "C0"), ("both", "C1")):
-            ys = [row[pol][src]["mean_coalition_agreement_cv"] for row in r["e6"].values()]
-            ax.plot([int(s.split(".")[1]) for s in r["e6"]], ys, ls=ls, color=c, marker="o", ms=3, label=f"{src}, {pol}")
-    ax.axhline(0.5, color="k", lw=0.5)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("coalition vote agreement (held-out dims)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    files["e6"] = "causal_ffn.png"
-    save_figure(fig, out / files["e6"])
+    e5_e6_plots(r, out, files)
     return files
 
 
 def _f(x, digits: int = 4) -> str:
     return fmt(x, digits, sign=True)
-
-
-def _e5_e6(r: dict, files: dict) -> list[str]:
-    e5, e6 = r["e5"], r["e6"]
-    L = ["## E5 — K/V survival", "",
-         "Discovery rerun on the signs of each site; a category is *discoverable* when its "
-         "prototype's held-out AUC against the vocabulary reaches the threshold. Keys are read "
-         "where the K projection writes them, before the rotary embedding.", "",
-         "| site | categories | held-out AUC ≥ 0.75 | ≥ 0.9 | mean held-out AUC | mean hard AUC |",
-         "|---|---|---|---|---|---|"]
-    for site, row in e5["sites"].items():
-        L.append(f"| {site} | {row['n_categories']} | {row['discoverable']['0.75']} | "
-                 f"{row['discoverable']['0.9']} | {row['mean_held_out_auc']:.3f} | {row['mean_hard_auc']:.3f} |")
-    L += ["", f"![E5]({files['e5']})", "", "## E6 — FFN writers", "",
-          "Columns of block L's down projection against the features at resid.L (threshold 0.7, "
-          "coalition = top-N columns by agreement, majority vote). *cv*: columns chosen on a random "
-          "half of the feature's dims, scored on the other half (the in-sample numbers are inflated "
-          "by selection on any matrix, as the Gaussian control shows). Features: top-32 dims; the "
-          "paper's τ-rule features of hundreds of dims are not run here.", "",
-          "| site | polarity | source | single writer | single (cv) | coalition > 0.7 | coalition > 0.7 (cv) | mean coalition (cv) |",
-          "|---|---|---|---|---|---|---|---|"]
-    for site, row in e6.items():
-        for pol, srcs in row.items():
-            for src, s in srcs.items():
-                L.append(f"| {site} | {pol} | {src} | {s['single_writer_fraction']:.2f} | "
-                         f"{s['single_writer_fraction_cv']:.2f} | {s['coalition_above_threshold']:.2f} | "
-                         f"{s['coalition_above_threshold_cv']:.2f} | {s['mean_coalition_agreement_cv']:.3f} |")
-    return L + ["", f"![E6]({files['e6']})", ""]
 
 
 def _e7(r: dict, files: dict) -> list[str]:
@@ -236,4 +179,4 @@ def markdown(r: dict, files: dict) -> str:
     L += ["", "Rules: see `experiments/causal_verdicts.py`. No row picks a layer on its outcome: "
           "E7's layers are chosen on separate prompts, E5/E6 rows give the range over every "
           "layer run.", ""]
-    return "\n".join(L + _e5_e6(r, files) + _e7(r, files))
+    return "\n".join(L + e5_e6_markdown(r, files) + _e7(r, files))

@@ -2,14 +2,17 @@
 
 Rules (fixed in code, applied the same way to every model):
 
-- **E5** (all categories discoverable in K and V): over every K and V site run, the share of
-  categories with held-out AUC >= 0.9; *reproduced* when every site reaches 90% and the
-  embedding signs do not (otherwise the criterion does not discriminate: *partially*);
-  *partially* when some site reaches it; else *not reproduced*.
+- **E5** (all categories discoverable in K and V, keys after RoPE): over the keys after the
+  rotary embedding (``k_rot``) and the values, the share of categories *above the site's own
+  null* (random-token and random-listed-word references, both p < 0.05); *reproduced* when every
+  site keeps 90% and the embedding signs do not (otherwise the criterion does not discriminate:
+  *partially*); *partially* when some site keeps 90%; else *not reproduced*. Older runs without
+  the rotary keys and nulls: the share with held-out AUC >= 0.9 over the K and V sites.
 - **E6** (single writers for 20% of features, 0% for random weights; coalitions > 0.7 on
   99.9%): cross-validated fractions averaged over layers (positive polarity), model against the
   larger of its Gaussian and random-init controls; *not reproduced* when the model exceeds them
-  by less than 0.05.
+  by less than 0.05. Judged on the paper's tau-rule features when run (else top-32); the other
+  rule's numbers are quoted beside.
 - **E7 suppression**: *reproduced* when away beats both control distributions (p < alpha) for at
   least half the concepts; *partially* when either count exceeds chance (binomial P < 0.05);
   else *not reproduced*.
@@ -38,42 +41,62 @@ def _row(claim: str, ours: str, verdict: str, why: str) -> dict:
 
 def _e5(r: dict) -> dict:
     sites = r["e5"]["sites"]
-    kv = {s: v for s, v in sites.items() if s.split(".")[0] in ("k", "v")}
-    share = {s: v["discoverable"]["0.9"] / v["n_categories"] for s, v in kv.items()}
+    rotary = any(s.startswith("k_rot.") for s in sites)
+    has_null = "above_null" in next(iter(sites.values()))
+    kinds = ("k_rot", "v") if rotary else ("k", "v")
+    kept = (lambda v: v["above_null"]) if has_null else (lambda v: v["discoverable"]["0.9"])
+    rule = "above their site's null" if has_null else "with held-out AUC ≥ 0.9"
+    kv = {s: v for s, v in sites.items() if s.split(".")[0] in kinds}
+    share = {s: kept(v) / v["n_categories"] for s, v in kv.items()}
     emb = sites.get("embed")
-    emb_share = emb["discoverable"]["0.9"] / emb["n_categories"] if emb else float("nan")
+    emb_share = kept(emb) / emb["n_categories"] if emb else float("nan")
     lo, hi = min(share.values()), max(share.values())
     if lo >= 0.9:
         verdict = "reproduced" if not emb_share >= 0.9 else "partially"
     else:
         verdict = "partially" if hi >= 0.9 else "not reproduced"
     n = next(iter(kv.values()))["n_categories"]
-    resid = [v["discoverable"]["0.9"] for s, v in sites.items() if s.startswith("resid.")]
-    ours = (f"{round(lo * n)}–{round(hi * n)} of {n} categories ≥ 0.9 over {len(kv)} K/V sites; "
-            f"resid {min(resid, default=0)}–{max(resid, default=0)}; embedding signs "
+
+    def span(kind):
+        got = [kept(v) for s, v in sites.items() if s.startswith(kind + ".")]
+        return f"{min(got)}–{max(got)}" if got else "–"
+
+    ours = (f"{round(lo * n)}–{round(hi * n)} of {n} categories {rule} over {len(kv)} "
+            f"{'K-after-RoPE' if rotary else 'K'}/V sites (K after RoPE {span('k_rot')}, before "
+            f"{span('k')}, V {span('v')}, resid {span('resid')}); embedding signs "
             f"{round(emb_share * n) if emb else '–'}")
-    why = (f"only {n} of the paper's 175 categories have enough single-token members; keys read "
-           "before RoPE" + ("; the embedding alone passes too, so the criterion does not "
-                            "discriminate" if emb_share >= 0.9 else ""))
+    why = (f"only {n} of the paper's 175 categories have enough single-token members"
+           + ("" if rotary else "; keys read before RoPE")
+           + ("; the embedding alone passes too, so the criterion does not discriminate"
+              if emb_share >= 0.9 else ""))
     return _row("E5: all 175 categories discoverable in K and V", ours, verdict, why)
 
 
 def _e6(r: dict) -> list[dict]:
-    e6 = r["e6"]
-    mean = lambda src, key: sum(e6[s]["positive"][src][key] for s in e6) / len(e6)  # noqa: E731
+    rules = {"top-32": r["e6"]}
+    if "e6_tau" in r:
+        rules[f"τ = {r['tau']}"] = r["e6_tau"]
+    judged = list(rules)[-1]
+
+    def mean(e6, src, key):
+        return sum(e6[s]["positive"][src][key] for s in e6) / len(e6)
+
     out = []
     for key, claim in (("single_writer_fraction_cv", "E6: 20% of features have a single FFN "
                         "writer (random weights 0%)"),
                        ("coalition_above_threshold_cv", "E6: top-200 coalitions vote > 0.7 on "
                         "99.9% of features")):
-        m, g, ri = (mean(src, key) for src in ("model", "gaussian", "random_init"))
-        margin = m - max(g, ri)
+        parts, margins = [], {}
+        for label, e6 in rules.items():
+            m, g, ri = (mean(e6, src, key) for src in ("model", "gaussian", "random_init"))
+            margins[label] = (m, m - max(g, ri))
+            parts.append(f"{label} features: model {m:.2f}, Gaussian {g:.2f}, random init {ri:.2f}")
+        m, margin = margins[judged]
         verdict = "not reproduced" if margin < 0.05 else ("reproduced" if m >= 0.15 else "partially")
-        out.append(_row(claim, f"cross-validated: model {m:.2f}, Gaussian {g:.2f}, random init "
-                               f"{ri:.2f} (mean over layers)", verdict,
+        out.append(_row(claim, "cross-validated, mean over layers: " + "; ".join(parts), verdict,
                         ("model no better than its controls" if margin < 0.05 else
-                         "model above its controls") + "; top-32 features only, the paper's "
-                        "τ-rule features of hundreds of dims not run"))
+                         "model above its controls") + f" (judged on the {judged} features"
+                        + ("" if "e6_tau" in r else "; the paper's τ-rule features not run") + ")"))
     return out
 
 

@@ -22,12 +22,14 @@ of the model (``type(model)(model.config)`` under a fixed seed).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from bagofdims.devices import real_tensor
+from bagofdims.hooks import HookSet
 from bagofdims.signs import bits
 from bagofdims.features.feature import Feature
 from bagofdims.catalog import Catalog
@@ -184,6 +186,62 @@ def writer_controls(model: nn.Module, features: list[Feature], layer: int, thres
     }
 
 
+# -- keys after the rotary embedding --------------------------------------------------------------
+def _position_embeddings(model: nn.Module, layers: list[int]) -> tuple[HookSet, dict]:
+    """A hook set (enter it around the forward pass) that fills ``{layer: (cos, sin)}`` with what
+    each block's attention module is given (pre-hooks with kwargs)."""
+    path, blocks = find_blocks(model)
+    seen: dict[int, tuple] = {}
+    hooks = HookSet(model, "rotary keys")
+    for L in layers:
+        if getattr(blocks[L], "self_attn", None) is None:
+            raise InvalidArgument(f"Block {L} of {type(model).__name__} has no self_attn: no "
+                                  "rotary keys to read.")
+
+        def grab(module, args, kwargs, L=L):
+            pe = kwargs.get("position_embeddings")
+            if pe is None:
+                raise InvalidArgument(
+                    f"{type(module).__name__} is given no position_embeddings: the model does not "
+                    "use a rotary embedding, so its k.L sites are already the keys attention uses.")
+            seen[L] = pe
+
+        hooks.add(f"{path}.{L}.self_attn" if path else f"{L}.self_attn", grab, where="input")
+    return hooks, seen
+
+
+def rotary_keys(model: nn.Module, layers, **inputs) -> dict[str, torch.Tensor]:
+    """One forward pass of ``inputs``; returns ``{"k.L": keys, "k_rot.L": keys after the rotary
+    embedding}`` as ``[batch, seq, heads * head_dim]`` for each of ``layers``.
+
+    ``k_rot.L`` is what attention scores queries against: ``k.L`` (after the k-norm where the
+    model has one) rotated by the (cos, sin) the block's attention module received in this very
+    pass (so local/global rotary bases, scaling and positions are the model's own), through the
+    model's own ``apply_rotary_pos_emb``. Nothing is re-implemented."""
+    from bagofdims.capture import Capture
+
+    layers = sorted(set(int(L) for L in layers))
+    hooks, pe = _position_embeddings(model, layers)
+    with Capture(model, [f"k.{L}" for L in layers]) as cap, hooks:
+        model(**inputs)
+    _, blocks = find_blocks(model)
+    out = {}
+    for L in layers:
+        attn = blocks[L].self_attn
+        apply = getattr(sys.modules[type(attn).__module__], "apply_rotary_pos_emb", None)
+        if apply is None:
+            raise InvalidArgument(f"{type(attn).__module__} has no apply_rotary_pos_emb; "
+                                  "rotary keys are read from Llama/Qwen/Gemma/Mistral-style models.")
+        k = cap[f"k.{L}"]
+        head_dim = getattr(attn, "head_dim", None) or model.config.head_dim
+        heads = k.view(*k.shape[:-1], -1, head_dim).transpose(1, 2)  # [b, heads, s, head_dim]
+        cos, sin = pe[L]
+        _, rotated = apply(heads, heads, cos, sin)
+        out[f"k.{L}"] = k
+        out[f"k_rot.{L}"] = rotated.transpose(1, 2).flatten(-2)
+    return out
+
+
 # -- K/V survival -------------------------------------------------------------------------------
 def kv_survival(cache, layers=None, categories="default", tokenizer=None,
                 thresholds=(0.75, 0.9), config=None, kinds=("resid", "k", "v"),
@@ -192,7 +250,10 @@ def kv_survival(cache, layers=None, categories="default", tokenizer=None,
 
     Builds a catalog over ``{kind}.{L}`` for the given layers (default: every layer the cache has
     for all kinds) and, per site, counts categories whose held-out AUC reaches each threshold;
-    ``embed`` is included when cached, as the baseline a single-token cache must beat.
+    ``embed`` is included when cached, as the baseline a single-token cache must beat. With the
+    catalog's evidence (the default), each site also counts the categories *above its own null*
+    (random-token and random-listed-word references, both p < alpha) and gives the median
+    listed-word null AUC: a fixed threshold that the embedding passes too does not discriminate.
 
     Returns ``{"sites": {site: {...}}, "categories": [...], "thresholds": [...]}``.
     """
@@ -213,11 +274,17 @@ def kv_survival(cache, layers=None, categories="default", tokenizer=None,
         feats = cat.at(site)
         auc = torch.tensor([f.metrics["held_out_auc"] for f in feats])
         hard = torch.tensor([f.metrics["hard_auc"] for f in feats])
-        out["sites"][site] = {
+        row = {
             "n_categories": len(feats),
             "discoverable": {str(t): int((auc >= t).sum()) for t in thresholds},
             "mean_held_out_auc": float(auc.nanmean()),
             "mean_hard_auc": float(hard.nanmean()),
         }
+        if feats and "above_null" in feats[0].metrics:  # the site's own references (evidence)
+            null = torch.tensor([f.metrics["null_listed_auc"] for f in feats])
+            row.update(above_null=int(sum(f.metrics["above_null"] == 1.0 for f in feats)),
+                       median_null_listed_auc=float(null.nanmedian()),
+                       mean_auc_minus_listed_null=float((auc - null).nanmean()))
+        out["sites"][site] = row
     out["catalog"] = cat
     return out

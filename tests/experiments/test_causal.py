@@ -131,3 +131,31 @@ def test_verdict_rules():
     assert verdicts(r)[0]["verdict"] == "reproduced"  # every K/V site >= 90%, embedding not
     r["e5"]["sites"]["embed"]["discoverable"]["0.9"] = 29
     assert verdicts(r)[0]["verdict"] == "partially"  # the embedding passes too
+
+
+def test_e5_verdict_reads_keys_after_rope_against_each_sites_null():
+    r = _result(12, 7, (0, 0, 0), (0, 0, 0), 10)
+    row = lambda above, auc9: {"n_categories": 30, "discoverable": {"0.9": auc9},  # noqa: E731
+                               "above_null": above, "median_null_listed_auc": 0.8}
+    r["e5"]["sites"] = {"embed": row(12, 16), "k.5": row(20, 30), "k_rot.5": row(28, 30),
+                        "v.5": row(29, 30), "resid.5": row(30, 30)}
+    e5 = verdicts(r)[0]
+    # K before RoPE is not judged; K after RoPE (28 of 30 above null) and V (29) are
+    assert e5["verdict"] == "reproduced" and "28–29 of 30 categories above their site's null" in e5["ours"]
+    assert "before 20" in e5["ours"] and "keys read before RoPE" not in e5["why"]
+    r["e5"]["sites"]["k_rot.5"]["above_null"] = 20
+    assert verdicts(r)[0]["verdict"] == "partially"  # V keeps 90%, K after RoPE does not
+    r["e5"]["sites"]["v.5"]["above_null"] = 20
+    assert verdicts(r)[0]["verdict"] == "not reproduced"
+
+
+def test_e6_verdict_is_judged_on_tau_features_when_run():
+    r = _result(12, 7, (0, 0, 0), (0, 0, 0), 10)
+    strong = {src: {"single_writer_fraction_cv": v, "coalition_above_threshold_cv": v}
+              for src, v in (("model", 0.4), ("gaussian", 0.05), ("random_init", 0.1))}
+    r["e6_tau"], r["tau"] = {"resid.5": {"positive": strong}}, 0.75
+    rows = [v for v in verdicts(r) if v["claim"].startswith("E6")]
+    assert [v["verdict"] for v in rows] == ["reproduced", "reproduced"]
+    assert "τ = 0.75 features: model 0.40" in rows[0]["ours"] and "top-32 features: model 0.07" in rows[0]["ours"]
+    del r["e6_tau"]
+    assert all(v["verdict"] == "not reproduced" for v in verdicts(r) if v["claim"].startswith("E6"))

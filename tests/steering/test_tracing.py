@@ -96,6 +96,31 @@ def test_kv_survival_counts_on_tiny_cache():
         assert row["n_categories"] == 2
         assert row["discoverable"]["0.5"] >= row["discoverable"]["0.99"]
         assert 0.0 <= row["mean_held_out_auc"] <= 1.0
+        # each site's own references (the catalog's evidence): counted and reported
+        assert 0 <= row["above_null"] <= 2 and 0.0 < row["median_null_listed_auc"] < 1.0
     with pytest.raises(ValueError, match="build"):
         kv_survival(cache, layers=[7], categories=cats, tokenizer=tok, n_anchors=12,
                     n_min_held_out=5)
+
+
+def test_rotary_key_signs_join_the_cache_and_survival_reads_them():
+    from experiments.kv_rotary import with_rotary_keys
+
+    from bagofdims.signs import bits
+    from bagofdims.steering.tracing import rotary_keys
+
+    model, tok = tiny.make("llama").eval(), tiny.tokenizer()
+    cache = SignCache.build(model, tok, sites=["embed", "k.*", "v.*"], progress=False)
+    rotated, agreement = with_rotary_keys(cache, model, [0, 2], batch_size=7, progress=False)
+    assert set(agreement) == {"k.0", "k.2"} and min(agreement.values()) > 0.999
+    assert set(rotated.sites) == set(cache.sites) | {"k_rot.0", "k_rot.2"}
+    t = cache.token_ids[:5]
+    ids = torch.stack([torch.full_like(t, cache.meta.bos_id), t], 1)
+    with torch.no_grad():
+        want = rotary_keys(model.get_decoder(), [2], input_ids=ids)["k_rot.2"][:, -1]
+    assert torch.equal(rotated.packed("k_rot.2")[:5], bits.pack_signs(want))
+    assert torch.equal(rotated.packed("v.2"), cache.packed("v.2"))  # the other sites unchanged
+    cats = {"low": [f"w{i}" for i in range(3, 30)], "high": [f"w{i}" for i in range(60, 90)]}
+    out = kv_survival(rotated, layers=[0, 2], categories=cats, tokenizer=tok, n_anchors=12,
+                      n_min_held_out=5, kinds=("k", "k_rot", "v"))
+    assert {"k_rot.0", "k_rot.2", "k.2", "embed"} <= set(out["sites"])
