@@ -69,7 +69,11 @@ class CausalConfig(RunConfig):
     background: int = 0
     """cache only the category tokens + this many random ones (0: the whole vocabulary)"""
     tau: float = 0.75
-    """E6 in the paper's regime: features of every dim with per-dim AUC >= tau (next to top-32)"""
+    """E6 also on the paper's rule: every dim with per-dim anchor AUC >= tau"""
+    min_dims: int = 8
+    """E6 tau-rule features with fewer dims are left out (each cross-validated half needs some)"""
+    wide_k: int = 256
+    """E6 also on top-wide_k features (the paper's features have hundreds of dims)"""
     reuse_e7: bool = False
     """keep E7 from the causal.json already in the output folder (E5 and E6 are recomputed); its
     command and time stay recorded under e7_from"""
@@ -95,13 +99,16 @@ def _cache_tokens(model, tok, background: int):
     return torch.tensor(sorted(ids))
 
 
-def run_e6(model, cat, layers, top_n: int, seed: int) -> dict:
+def run_e6(model, cat, layers, top_n: int, seed: int, min_dims: int = 0) -> dict:
     """FFN writer summaries per layer and polarity: the model, a Gaussian matrix, and a
-    randomly initialised copy of the model."""
+    randomly initialised copy of the model; features with fewer than ``min_dims`` dims are left
+    out (a layer with none left is omitted)."""
     rnd = random_init_copy(model, seed)
     out = {}
     for L in layers:
-        feats = cat.at(f"resid.{L}")
+        feats = [f for f in cat.at(f"resid.{L}") if len(f.dims) >= min_dims]
+        if not feats:
+            continue
         row = {}
         for pol in ("positive", "both"):
             res = writer_controls(model, feats, L, threshold=0.7, top_n=top_n, polarity=pol,
@@ -160,10 +167,15 @@ def run(cfg: CausalConfig, argv=None) -> dict:
     print(f"E5 done ({time.time() - t0:.0f}s): {len(cat.names)} categories", flush=True)
     t0 = time.time()
     e6 = run_e6(model, cat, layers, cfg.top_n, cfg.seed)
-    cat_tau = bd.Catalog.build(cache, sites=[f"resid.{L}" for L in layers], tokenizer=tok,
-                               config=DiscoveryConfig(method="tau", tau=cfg.tau), progress=False,
-                               evidence=None)
-    e6_tau = run_e6(model, cat_tau, layers, cfg.top_n, cfg.seed)
+    e6_rules = {}
+    for label, config, min_dims in (
+            (f"τ = {cfg.tau}, ≥ {cfg.min_dims} dims", DiscoveryConfig(method="tau", tau=cfg.tau),
+             cfg.min_dims),
+            (f"top-{cfg.wide_k}", DiscoveryConfig(k=cfg.wide_k), 0)):
+        other = bd.Catalog.build(cache, sites=[f"resid.{L}" for L in layers], tokenizer=tok,
+                                 config=config, progress=False, evidence=None)
+        e6_rules[label] = {"e6": run_e6(model, other, layers, cfg.top_n, cfg.seed, min_dims),
+                           "dims": _dims(other, layers), "min_dims": min_dims}
     print(f"E6 done ({time.time() - t0:.0f}s)", flush=True)
     t0 = time.time()
     if previous is None:
@@ -179,8 +191,7 @@ def run(cfg: CausalConfig, argv=None) -> dict:
         e7 = previous["e7"]
     return {
         **({"e7_from": previous["e7_from"]} if previous else {}),
-        "e6_tau": e6_tau, "e6_tau_dims": _dims(cat_tau, layers), "e6_dims": _dims(cat, layers),
-        "tau": cfg.tau, "model": cfg.model, "cache": str(cache_path), "n_cached_tokens": len(cache),
+        "e6_rules": e6_rules, "e6_dims": _dims(cat, layers), "model": cfg.model, "cache": str(cache_path), "n_cached_tokens": len(cache),
         "full_vocab": bool(cache.meta.full_vocab), "layers": layers,
         "n_layers": n_layers, "seed": cfg.seed, "threads": cfg.threads,
         "command": command(SCRIPT, argv),

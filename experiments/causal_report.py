@@ -172,7 +172,10 @@ def markdown(r: dict, files: dict) -> str:
          f"Command: `{r['command']}` ({r['seconds']} s, {r['threads']} CPU thread). Sign cache: "
          f"{r['n_cached_tokens']} tokens ({'whole vocabulary' if r['full_vocab'] else 'subset'}). "
          f"Layers: step {layers[1] - layers[0] if len(layers) > 1 else 1} of {r['n_layers']} "
-         f"({layers}). Features: top-32 dims by per-dim AUC from 50 anchors (catalog default).",
+         f"({layers}). Features: top-32 dims by per-dim AUC from 50 anchors (catalog default)."
+         + (f" E5 and E6 come from this command; E7 was kept from an earlier run of "
+            f"`{r['e7_from']['command']}` ({r['e7_from']['seconds']} s) with the same model, "
+            "seed, cache rule and layers." if "e7_from" in r else ""),
          "", "## Verdicts", "",
          "| paper claim | our number (95% CI) | verdict | why |", "|---|---|---|---|"]
     L += [f"| {v['claim']} | {v['ours']} | **{v['verdict']}** | {v['why']} |" for v in verdicts(r)]

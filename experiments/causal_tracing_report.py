@@ -13,12 +13,9 @@ KINDS = (("resid", "resid"), ("k", "K before RoPE"), ("k_rot", "K after RoPE"), 
 SOURCES = (("model", "-"), ("gaussian", ":"), ("random_init", "--"))
 
 
-def _rules(r: dict) -> list[tuple[str, str, dict]]:
-    """(key, label, e6 result) for each feature rule the result holds."""
-    out = [("e6", "top-32", r["e6"])]
-    if "e6_tau" in r:
-        out.append(("e6_tau", f"τ = {r['tau']}", r["e6_tau"]))
-    return out
+def _rules(r: dict) -> list[tuple[str, dict]]:
+    """(label, e6 result) for each feature rule the result holds."""
+    return [("top-32", r["e6"])] + [(label, v["e6"]) for label, v in r.get("e6_rules", {}).items()]
 
 
 def _counted(row: dict, has_null: bool) -> int:
@@ -55,7 +52,7 @@ def e5_e6_plots(r: dict, out: Path, files: dict) -> None:
 
     rules = _rules(r)
     fig, axes = plt.subplots(1, len(rules), figsize=(5.5 * len(rules), 3.8), squeeze=False)
-    for ax, (_, label, e6) in zip(axes[0], rules):
+    for ax, (label, e6) in zip(axes[0], rules):
         for src, ls in SOURCES:
             for pol, c in (("positive", "C0"), ("both", "C1")):
                 ys = [row[pol][src]["mean_coalition_agreement_cv"] for row in e6.values()]
@@ -108,22 +105,33 @@ def _e6(r: dict, files: dict) -> list[str]:
          "Columns of block L's down projection against the features at resid.L (threshold 0.7, "
          "coalition = top-N columns by agreement, majority vote). *cv*: columns chosen on a random "
          "half of the feature's dims, scored on the other half (the in-sample numbers are inflated "
-         "by selection on any matrix, as the Gaussian control shows). Two feature rules: the "
-         "catalog's top-32 dims, and the paper's regime, every dim whose per-dim anchor AUC "
-         f"reaches τ = {r.get('tau', 0.75)}.", ""]
-    if "e6_tau_dims" in r:
-        L += ["Dims per feature (min / median / max over categories):", "",
-              "| site | top-32 | τ rule |", "|---|---|---|"]
-        for site, dims in r["e6_tau_dims"].items():
-            top = r.get("e6_dims", {}).get(site, [])
-            L.append(f"| {site} | {' / '.join(map(str, top))} | {' / '.join(map(str, dims))} |")
+         "by selection on any matrix, as the Gaussian control shows). Feature rules: the "
+         "catalog's top-32 dims (the features E7 flips), and where run the paper's rule (every "
+         "dim whose per-dim anchor AUC reaches τ; features with too few dims for the "
+         "cross-validated halves left out) and top-k features of hundreds of dims, the size of "
+         "the paper's features.", ""]
+    extra = r.get("e6_rules", {})
+    if extra:
+        L += ["Dims per feature over all categories (min / median / max) and, in brackets, the "
+              "features kept:", "", "| site | top-32 | " + " | ".join(extra) + " |",
+              "|---|---|" + "---|" * len(extra)]
+        for site, top in r.get("e6_dims", {}).items():
+            cells = []
+            for v in extra.values():
+                kept = next(iter(v["e6"].get(site, {}).get("positive", {}).values()),
+                            {}).get("n_features", 0)
+                cells.append(f"{' / '.join(map(str, v['dims'][site]))} ({kept})")
+            L.append(f"| {site} | {' / '.join(map(str, top))} | " + " | ".join(cells) + " |")
         L.append("")
     L += ["Mean over layers:", "",
           "| features | polarity | source | single writer | single (cv) | coalition > 0.7 | "
           "coalition > 0.7 (cv) | mean coalition (cv) |", "|---|---|---|---|---|---|---|---|"]
     keys = ("single_writer_fraction", "single_writer_fraction_cv", "coalition_above_threshold",
             "coalition_above_threshold_cv")
-    for _, label, e6 in rules:
+    for label, e6 in rules:
+        if not e6:
+            L.append(f"| {label} | – | – | no layer has a feature left | | | | |")
+            continue
         for pol in ("positive", "both"):
             for src, _ in SOURCES:
                 cells = " | ".join(f"{_mean(e6, pol, src, k):.2f}" for k in keys)
@@ -132,7 +140,7 @@ def _e6(r: dict, files: dict) -> list[str]:
     L += ["", "Per layer (positive polarity):", "",
           "| features | site | source | single writer | single (cv) | coalition > 0.7 | "
           "coalition > 0.7 (cv) | mean coalition (cv) |", "|---|---|---|---|---|---|---|---|"]
-    for _, label, e6 in rules:
+    for label, e6 in rules:
         for site, row in e6.items():
             for src, s in row["positive"].items():
                 L.append(f"| {label} | {site} | {src} | {s['single_writer_fraction']:.2f} | "

@@ -11,8 +11,9 @@ Rules (fixed in code, applied the same way to every model):
 - **E6** (single writers for 20% of features, 0% for random weights; coalitions > 0.7 on
   99.9%): cross-validated fractions averaged over layers (positive polarity), model against the
   larger of its Gaussian and random-init controls; *not reproduced* when the model exceeds them
-  by less than 0.05. Judged on the paper's tau-rule features when run (else top-32); the other
-  rule's numbers are quoted beside.
+  by less than 0.05. Judged on the top-32 features (those E7 flips); the tau-rule and wide
+  (hundreds of dims) features, where run, are quoted beside; the tau rule is judged instead when
+  its median feature has >= 100 dims (the paper's regime).
 - **E7 suppression**: *reproduced* when away beats both control distributions (p < alpha) for at
   least half the concepts; *partially* when either count exceeds chance (binomial P < 0.05);
   else *not reproduced*.
@@ -74,9 +75,14 @@ def _e5(r: dict) -> dict:
 
 def _e6(r: dict) -> list[dict]:
     rules = {"top-32": r["e6"]}
-    if "e6_tau" in r:
-        rules[f"τ = {r['tau']}"] = r["e6_tau"]
-    judged = list(rules)[-1]
+    judged = "top-32"
+    for label, v in r.get("e6_rules", {}).items():
+        if not v["e6"]:
+            continue
+        rules[label] = v["e6"]
+        medians = [d[1] for d in v["dims"].values() if d]
+        if label.startswith("τ") and medians and min(medians) >= 100:
+            judged = label
 
     def mean(e6, src, key):
         return sum(e6[s]["positive"][src][key] for s in e6) / len(e6)
@@ -96,7 +102,8 @@ def _e6(r: dict) -> list[dict]:
         out.append(_row(claim, "cross-validated, mean over layers: " + "; ".join(parts), verdict,
                         ("model no better than its controls" if margin < 0.05 else
                          "model above its controls") + f" (judged on the {judged} features"
-                        + ("" if "e6_tau" in r else "; the paper's τ-rule features not run") + ")"))
+                        + ("" if r.get("e6_rules") else "; the paper's τ-rule features not run")
+                        + ")"))
     return out
 
 

@@ -149,13 +149,17 @@ def test_e5_verdict_reads_keys_after_rope_against_each_sites_null():
     assert verdicts(r)[0]["verdict"] == "not reproduced"
 
 
-def test_e6_verdict_is_judged_on_tau_features_when_run():
+def test_e6_verdict_judges_top32_unless_tau_features_reach_hundreds_of_dims():
     r = _result(12, 7, (0, 0, 0), (0, 0, 0), 10)
     strong = {src: {"single_writer_fraction_cv": v, "coalition_above_threshold_cv": v}
               for src, v in (("model", 0.4), ("gaussian", 0.05), ("random_init", 0.1))}
-    r["e6_tau"], r["tau"] = {"resid.5": {"positive": strong}}, 0.75
+    r["e6_rules"] = {"τ = 0.75, ≥ 8 dims": {"e6": {"resid.5": {"positive": strong}},
+                                           "dims": {"resid.5": [0, 12, 30]}, "min_dims": 8},
+                     "top-256": {"e6": {}, "dims": {"resid.5": [256, 256, 256]}, "min_dims": 0}}
+    rows = [v for v in verdicts(r) if v["claim"].startswith("E6")]
+    assert [v["verdict"] for v in rows] == ["not reproduced", "not reproduced"]  # top-32 judged
+    assert "τ = 0.75, ≥ 8 dims features: model 0.40" in rows[0]["ours"]
+    assert "top-32 features: model 0.07" in rows[0]["ours"] and "top-256" not in rows[0]["ours"]
+    r["e6_rules"]["τ = 0.75, ≥ 8 dims"]["dims"] = {"resid.5": [80, 150, 300]}  # paper's regime
     rows = [v for v in verdicts(r) if v["claim"].startswith("E6")]
     assert [v["verdict"] for v in rows] == ["reproduced", "reproduced"]
-    assert "τ = 0.75 features: model 0.40" in rows[0]["ours"] and "top-32 features: model 0.07" in rows[0]["ours"]
-    del r["e6_tau"]
-    assert all(v["verdict"] == "not reproduced" for v in verdicts(r) if v["claim"].startswith("E6"))
