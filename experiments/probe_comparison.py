@@ -164,7 +164,7 @@ def _legacy_markdown(res: dict) -> str:
     """Pages written with a fixed l2 and sites picked on held-out AUC (before the verdicts)."""
     m = res["model"]
     L = [f"# Trained probes vs sign prototypes (E4) on {m}", "",
-         f"Regenerate: `{res['command']}` ({res['seconds']:.0f} s on a shared 2-core CPU). "
+         f"Regenerate: `{res['command']}` ({res['seconds']:.0f} s on a 2-core CPU). "
          f"Vocabulary {res['vocab']:,} tokens, width {res['width']}; {res['n_categories']} "
          "catalog categories per site.", "",
          "Protocol: per category, a logistic probe (L2, l2 = "
@@ -222,7 +222,7 @@ def markdown(res: dict) -> str:
         return _legacy_markdown(res)
     st = res["settings"]
     L = [f"# Trained probes vs sign prototypes (E4) on {res['model']}", "",
-         f"Regenerate: `{res['command']}` ({res['seconds']:.0f} s on a shared 2-core CPU). "
+         f"Regenerate: `{res['command']}` ({res['seconds']:.0f} s on a 2-core CPU). "
          f"Vocabulary {res['vocab']:,} tokens, width {res['width']}; {res['n_categories']} "
          "catalog categories per site.", "", "## Verdicts", "",
          probe_verdicts.table(res["verdicts"]),
