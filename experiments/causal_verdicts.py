@@ -58,11 +58,14 @@ def _e5(r: dict) -> dict:
         verdict = "partially" if hi >= 0.9 else "not reproduced"
     n = next(iter(kv.values()))["n_categories"]
 
+    def rng(a, b):
+        return f"{a}" if a == b else f"{a}–{b}"
+
     def span(kind):
         got = [kept(v) for s, v in sites.items() if s.startswith(kind + ".")]
-        return f"{min(got)}–{max(got)}" if got else "–"
+        return rng(min(got), max(got)) if got else "–"
 
-    ours = (f"{round(lo * n)}–{round(hi * n)} of {n} categories {rule} over {len(kv)} "
+    ours = (f"{rng(round(lo * n), round(hi * n))} of {n} categories {rule} at each of {len(kv)} "
             f"{'K-after-RoPE' if rotary else 'K'}/V sites (K after RoPE {span('k_rot')}, before "
             f"{span('k')}, V {span('v')}, resid {span('resid')}); embedding signs "
             f"{round(emb_share * n) if emb else '–'}")

@@ -141,7 +141,7 @@ def test_e5_verdict_reads_keys_after_rope_against_each_sites_null():
                         "v.5": row(29, 30), "resid.5": row(30, 30)}
     e5 = verdicts(r)[0]
     # K before RoPE is not judged; K after RoPE (28 of 30 above null) and V (29) are
-    assert e5["verdict"] == "reproduced" and "28–29 of 30 categories above their site's null" in e5["ours"]
+    assert e5["verdict"] == "reproduced" and "28–29 of 30 categories above their site's null at each of 2" in e5["ours"]
     assert "before 20" in e5["ours"] and "keys read before RoPE" not in e5["why"]
     r["e5"]["sites"]["k_rot.5"]["above_null"] = 20
     assert verdicts(r)[0]["verdict"] == "partially"  # V keeps 90%, K after RoPE does not
