@@ -79,7 +79,8 @@ def _e1_e2(res: dict) -> list[dict]:
     lo, hi = wilson_interval(round(top5 * n), n)
     rows = [_row("E1: sign-only LM head puts the model's top-1 in its top-5 72–93% (59.5% at 32B)",
                  f"{_wilson(top5, n)} at final", "reproduced" if hi >= 0.595 else "not reproduced",
-                 f"a 135M model; signs scaled by mean |h|: {fmt(e1['scaled']['top5_own'])} "
+                 f"{res.get('model', 'this model')}, far smaller than the paper's 4B–32B; signs "
+                 f"scaled by mean |h|: {fmt(e1['scaled']['top5_own'])} "
                  f"(cross-fitted {fmt(e1['scaled_heldout']['top5_own'])})")]
     fracs = {k: v["top5_own"] for k, v in fr.items() if k.startswith("top_")}
     above = [k for k, v in fracs.items() if wilson_interval(round(v * n), n)[0] > top5]
