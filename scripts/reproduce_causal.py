@@ -2,6 +2,8 @@
 
     python scripts/reproduce_causal.py --model smollm2                  # writes runs/smollm2/reports/
     python scripts/reproduce_causal.py --model smollm2 --write-reports  # regenerates reports/smollm2/
+    python scripts/reproduce_causal.py --model smollm2 --write-reports --reuse-e7   # E5/E6 only,
+                                            # E7 kept from the causal.json there (stated on the page)
 
 Flags: --help. The experiment lives in experiments/causal.py (E7 in experiments/sign_flips.py).
 """
