@@ -16,7 +16,9 @@ import shutil
 import struct
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -134,6 +136,28 @@ def recover(target: str | os.PathLike) -> None:
     ``target`` (restores the old directory if the writer died between its two renames)."""
     target = Path(target)
     remove_stale_temps(target.parent, names=[target.name])
+
+
+@contextmanager
+def exclusive(lock_file: str | os.PathLike, refuse: Callable[[], Exception]):
+    """Hold an exclusive advisory lock on ``lock_file`` (created if missing) for the block, or
+    raise ``refuse()`` at once when another process or thread holds it. flock locks belong to an
+    open file, so two threads of one process exclude each other too; the OS drops the lock of a
+    process that dies, so no stale lock is ever left behind."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one writer is the caller's responsibility
+        yield
+        return
+    with open(lock_file, "wb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise refuse() from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 _LOCKS: dict[str, threading.Lock] = {}

@@ -39,7 +39,7 @@ import logging
 import os
 import re
 import threading
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,7 @@ from bagofdims.errors import (AlreadyExists, InvalidArgument, MissingFile, NotFo
 from bagofdims.inputs import prepended
 from bagofdims.models import model_name, tokenizer_fingerprint, weight_fingerprint
 from bagofdims.sites import resolve
-from bagofdims.storage import open_mmap, sha256, write_json
+from bagofdims.storage import exclusive, open_mmap, sha256, write_json
 from bagofdims.stream_index import (DTYPES, FORMAT, INDEX, KEYS, SHARD, check_positive,
                                     check_shard_file, check_texts, is_count, parse_index,
                                     read_bytes, texts_sha256)
@@ -152,24 +152,11 @@ def write_activations(
     return out
 
 
-@contextmanager
 def _write_lock(out: Path):
-    """Hold an exclusive advisory lock on the store (released by the OS if the process dies)."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): one writer is the caller's responsibility
-        yield
-        return
-    with open(out / LOCK, "wb") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreError(f"{out} is being written by another process; wait for it to finish "
-                             "or write to another directory.") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """An exclusive advisory lock on the store (released by the OS if the process dies)."""
+    return exclusive(out / LOCK, lambda: StoreError(
+        f"{out} is being written by another process; wait for it to finish or write to another "
+        "directory."))
 
 
 def _start(out: Path, settings: dict, overwrite: bool) -> dict:

@@ -8,6 +8,10 @@ Under several processes (:mod:`bagofdims.parallel`) the unfinished chunks are sh
 (:func:`run_chunks`); each process records its chunks' sha256 in a file of its own (``build.json``
 for the main process, ``build.rank-R.json`` for rank R), so no file has two writers, and the main
 process assembles every chunk from the directory, as a resumed one-process build does.
+
+While chunks are computed the main process holds an exclusive lock on the directory, so a second
+build into it (another thread, or a process not launched with the first) is refused instead of
+sharing the work unannounced; a launched group shares it on purpose.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,7 +29,7 @@ from safetensors.numpy import save_file
 
 from bagofdims import parallel
 from bagofdims.errors import CacheError, InvalidArgument, ResumeError, SafetensorsError
-from bagofdims.storage import open_mmap, sha256, write_json
+from bagofdims.storage import exclusive, open_mmap, sha256, write_json
 
 
 @dataclass
@@ -48,6 +53,9 @@ class Chunk:
         return cls({k: np.array(v) for k, v in group("signs").items()},
                    {k: np.array(v) for k, v in group("magnitudes").items()},
                    {k: int(v[0]) for k, v in group("width").items()})
+
+
+LOCK = ".lock"
 
 
 class Checkpoint:
@@ -98,6 +106,13 @@ class Checkpoint:
             write_json(self.info, {"key": self.key, "created": self.created, "chunks": self.sums})
         else:
             write_json(self._own_file(), {"chunks": self.sums})
+
+    def lock(self):
+        """Exclusive use of the directory while chunks are computed (main process only)."""
+        return exclusive(self.path / LOCK, lambda: ResumeError(
+            f"{self.path} is being computed into by another thread or process right now; wait "
+            "for it to finish, or give this run another directory. (Processes meant to share "
+            "the work are started together with accelerate launch.)"))
 
     def refresh(self) -> None:
         """Re-read what every process recorded (once they have all finished)."""
@@ -158,6 +173,13 @@ def run_chunks(ckpt: Checkpoint | None, sizes: list[int], compute: Callable[[int
     to ``reports``.
     """
     world = ckpt.world if ckpt is not None else parallel.world()
+    with ExitStack() as held:
+        if ckpt is not None:  # the main process holds the lock for the whole build
+            world.on_main(f"locking {ckpt.path}", lambda: held.enter_context(ckpt.lock()))
+        return _run(ckpt, world, sizes, compute, bar, what, report, reports)
+
+
+def _run(ckpt, world, sizes, compute, bar, what, report, reports):
     if world.size == 1:
         parts = []
         for ci, n in enumerate(sizes):

@@ -114,6 +114,43 @@ def test_resume_continues_and_refuses_other_settings(copy, model_dir, monkeypatc
                             progress=False) == fresh
 
 
+def test_two_threads_on_one_catalog_one_is_refused(copy, model_dir, monkeypatch):
+    """A second pass over the same catalog while the first is computing (another thread; an
+    un-launched second process is refused the same way) fails with a clear error; the first
+    finishes with the same contexts as a pass alone."""
+    import threading
+
+    from bagofdims.signs.checkpoint import Checkpoint
+
+    model, tok = load_model(str(model_dir), device="cpu")
+    cat = Catalog.load(copy, model=model, tokenizer=tok)
+    alone = compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4, progress=False)
+    (copy / FILE).unlink()
+    first_saved, go_on = threading.Event(), threading.Event()
+    real = Checkpoint.save
+
+    def save(self, i, part):
+        real(self, i, part)
+        if threading.current_thread().name == "first":
+            first_saved.set()
+            assert go_on.wait(60)
+
+    monkeypatch.setattr(Checkpoint, "save", save)
+    out = {}
+    first = threading.Thread(name="first", target=lambda: out.setdefault("ctx", compute_contexts(
+        cat, model, tok, TEXTS, max_tokens=16, batch_size=4, progress=False)))
+    first.start()
+    try:
+        assert first_saved.wait(60)
+        with pytest.raises(ResumeError, match="being computed into by another"):
+            compute_contexts(cat, model, tok, TEXTS, max_tokens=16, batch_size=4, progress=False)
+    finally:
+        go_on.set()
+        first.join(60)
+    assert out["ctx"] == alone and load_contexts(copy) == alone
+    assert not (copy / PARTIAL).exists()
+
+
 def test_batch_size_does_not_change_the_contexts(copy, model_dir):
     """Batches are merged in document order with ties to the earlier document: any batch size
     gives the same contexts (scores equal to float tolerance)."""

@@ -185,3 +185,22 @@ def test_damaged_checkpoint_chunk_is_recomputed_not_trusted(llama, tmp_path):
     chunk.write_bytes(bytes(data))
     again = bd.SignCache.build(model, tok, **kw)
     assert torch.equal(again.packed("resid.0"), ref.packed("resid.0"))
+
+
+def test_a_second_build_into_a_checkpoint_in_use_is_refused(llama, tmp_path):
+    """Another process (here: an open lock, as a second process would hold it) building into the
+    same checkpoint directory is refused by name, not joined unannounced; once it is gone the
+    build runs and equals a build without a checkpoint."""
+    from bagofdims.signs.checkpoint import LOCK
+    from bagofdims.storage import exclusive
+
+    model, tok = llama
+    kw = dict(sites=["resid.0"], tokens=torch.arange(20), chunk_size=8, progress=False)
+    (tmp_path / "ck").mkdir()
+    with exclusive(tmp_path / "ck" / LOCK, lambda: AssertionError("the test holds no lock yet")):
+        with pytest.raises(ResumeError, match="being computed into by another"):
+            bd.SignCache.build(model, tok, checkpoint=tmp_path / "ck", **kw)
+        assert not list((tmp_path / "ck").glob("chunk-*"))  # it computed nothing
+    built = bd.SignCache.build(model, tok, checkpoint=tmp_path / "ck", **kw)
+    assert torch.equal(built.packed("resid.0"),
+                       bd.SignCache.build(model, tok, **kw).packed("resid.0"))
