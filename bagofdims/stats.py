@@ -132,12 +132,22 @@ def masked_auc(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -
     pos = (labels & mask).T
     neg = (~labels & mask).T
     neg_sorted = torch.where(neg, s, torch.full_like(s, float("inf"))).sort(dim=1).values.contiguous()
-    below = torch.searchsorted(neg_sorted, s, right=False)
-    at_or_below = torch.searchsorted(neg_sorted, s, right=True)
+    # only the positives are searched: each column's positive scores, left-aligned in a padded
+    # [k, most positives] block (positives are usually a few rows of many)
+    n_pos_i = pos.sum(1)
+    col, row = pos.nonzero(as_tuple=True)  # ordered by column
+    start = torch.cumsum(n_pos_i, 0) - n_pos_i
+    slot = torch.arange(len(col), device=s.device) - start[col]
+    width = int(n_pos_i.max()) if len(col) else 0
+    vals = torch.full((s.shape[0], width), float("inf"), dtype=s.dtype, device=s.device)
+    vals[col, slot] = s[col, row]
+    valid = torch.arange(width, device=s.device) < n_pos_i[:, None]
+    below = torch.searchsorted(neg_sorted, vals, right=False)
+    at_or_below = torch.searchsorted(neg_sorted, vals, right=True)
     credit = (below + at_or_below).to(torch.float64) * 0.5
-    n_pos = pos.sum(1).to(torch.float64)
+    n_pos = n_pos_i.to(torch.float64)
     n_neg = neg.sum(1).to(torch.float64)
-    out = (credit * pos).sum(1) / (n_pos * n_neg)
+    out = (credit * valid).sum(1) / (n_pos * n_neg)
     return torch.where((n_pos > 0) & (n_neg > 0), out, torch.full_like(out, float("nan")))
 
 

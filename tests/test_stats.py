@@ -30,6 +30,23 @@ def test_auc_per_column_labels_and_missing_class():
         stats.auc(torch.tensor([0.1, float("nan")]), torch.tensor([True, False]))
 
 
+def test_masked_auc_matches_sklearn_per_column():
+    """Columns with different masks, positive counts (one with none, one all positive) and
+    heavy ties: each equals sklearn on the column's masked rows."""
+    g = torch.Generator().manual_seed(3)
+    n, k = 400, 7
+    scores = torch.randint(0, 5, (n, k), generator=g).float()
+    labels = torch.rand(n, k, generator=g) < torch.tensor([0.02, 0.1, 0.3, 0.5, 0.9, 0.0, 1.0])
+    mask = torch.rand(n, k, generator=g) < 0.8
+    got = stats.masked_auc(scores, labels, mask)
+    for j in range(k):
+        y, x = labels[mask[:, j], j], scores[mask[:, j], j]
+        if y.all() or not y.any():
+            assert math.isnan(got[j].item())
+        else:
+            assert got[j].item() == pytest.approx(roc_auc_score(y.numpy(), x.numpy()), abs=1e-12)
+
+
 def test_binary_auc_equals_rank_auc_of_binary_score():
     g = torch.Generator().manual_seed(1)
     bits = (torch.rand(400, 5, generator=g) < torch.linspace(0.1, 0.9, 5)).float()
