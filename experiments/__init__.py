@@ -7,8 +7,7 @@
 - :mod:`~experiments.probe_comparison` (E4: trained probes vs sign prototypes)
 - :mod:`~experiments.causal` (E5 K/V survival, E6 FFN writers; E7 in
   :mod:`~experiments.sign_flips`; page in :mod:`~experiments.causal_report`, its verdict rules
-  in :mod:`~experiments.causal_verdicts`; the ``*_legacy`` writers regenerate pages written
-  before the verdict tables)
+  in :mod:`~experiments.causal_verdicts`)
 - :mod:`~experiments.input_comparison` (what a token is read after),
   :mod:`~experiments.category_coverage` (usable categories per tokenizer)
 - :mod:`~experiments.category_lists` (generates the shipped category lists, with

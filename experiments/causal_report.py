@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from experiments import causal_report_legacy
+from bagofdims.errors import InvalidArgument
 from experiments.causal_tracing_report import e5_e6_markdown, e5_e6_plots
 from experiments.causal_verdicts import verdicts
 from experiments.report import fmt, pyplot, save_figure
@@ -165,8 +165,9 @@ def _e7(r: dict, files: dict) -> list[str]:
 
 
 def markdown(r: dict, files: dict) -> str:
-    if "distributions" not in r["e7"]:  # a page written before control distributions
-        return causal_report_legacy.markdown(r, files)
+    if "distributions" not in r["e7"]:  # written before control distributions and verdicts
+        raise InvalidArgument("this causal.json was written by an earlier version of the report "
+                              "(no control distributions); rerun scripts/reproduce_causal.py.")
     layers = r["layers"]
     L = [f"# Causal tests on {r['model']}: K/V survival, FFN writers, sign flips", "",
          f"Command: `{r['command']}` ({r['seconds']} s, {r['threads']} CPU thread). Sign cache: "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments import reading_report_legacy
+from bagofdims.errors import InvalidArgument
 from experiments.reading_verdicts import verdicts
 from experiments.report import fmt, pyplot, save_figure
 
@@ -132,8 +132,9 @@ def _references(res: dict) -> list[str]:
 
 
 def markdown(res: dict) -> str:
-    if "e3_selection" not in res:  # a page written before nested CV and the verdict table
-        return reading_report_legacy.markdown(res)
+    if "e3_selection" not in res:  # written before nested CV and the verdict table
+        raise InvalidArgument("this reading.json was written by an earlier version of the report "
+                              "(no nested cross-validation); rerun scripts/reproduce_reading.py.")
     sites = res["sites"]
     e1, e2, e3, e9 = res["e1"], res["e2"], res["e3"], res["e9"]
     emb = res["e3_embedding"]

@@ -14,15 +14,8 @@ CAUSAL_FILES = {"depth": "causal_depth.png", "specificity": "causal_specificity.
                 "e5": "causal_kv.png", "e6": "causal_ffn.png", "controls": "causal_controls.png"}
 
 
-def _reading(res):
-    # pages written before the run recorded its command, and before bagofdims.prefix became
-    # bagofdims.inputs
-    res.setdefault("command", f"python scripts/reproduce_reading.py --model {res['model']}")
-    return reading_report.markdown(res).replace("bagofdims.inputs", "bagofdims.prefix")
-
-
 WRITERS = {
-    "reading": _reading,
+    "reading": reading_report.markdown,
     "probes": probe_comparison.markdown,
     "inputs": input_comparison.markdown,
     "categories": category_coverage.markdown,
@@ -37,10 +30,31 @@ CASES = [(model.name, stem) for model in sorted(REPORTS.iterdir()) if model.is_d
 def test_writer_reproduces_the_shipped_page(model, stem):
     res = json.loads((REPORTS / model / f"{stem}.json").read_text())
     page = (REPORTS / model / f"{stem}.md").read_text()
-    assert WRITERS[stem](res) == page.replace("bagofdims.inputs", "bagofdims.prefix")
+    assert WRITERS[stem](res) == page
 
 
 def test_every_shipped_model_report_is_covered():
     stems = {(m, s) for m, s in CASES}
     assert {("smollm2", s) for s in WRITERS} <= stems
     assert {("gemma3-270m", s) for s in ("reading", "probes", "categories", "causal")} <= stems
+
+
+@pytest.mark.parametrize("stem,key", [("reading", "e3_selection")])
+def test_a_result_from_before_the_verdict_tables_is_refused(stem, key):
+    """Every shipped page is on the current protocol; an older result file is refused with the
+    command to rerun, not rendered in an old layout."""
+    from bagofdims.errors import InvalidArgument
+
+    res = json.loads((REPORTS / "smollm2" / f"{stem}.json").read_text())
+    del res[key]
+    with pytest.raises(InvalidArgument, match=f"rerun scripts/reproduce_{stem}.py"):
+        WRITERS[stem](res)
+
+
+def test_a_causal_result_without_control_distributions_is_refused():
+    from bagofdims.errors import InvalidArgument
+
+    res = json.loads((REPORTS / "smollm2" / "causal.json").read_text())
+    del res["e7"]["distributions"]
+    with pytest.raises(InvalidArgument, match="rerun scripts/reproduce_causal.py"):
+        WRITERS["causal"](res)
