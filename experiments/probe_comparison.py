@@ -160,51 +160,6 @@ def plot(reports: list[dict], path) -> None:
     save_figure(fig, path)
 
 
-def _legacy_markdown(res: dict) -> str:
-    """Pages written with a fixed l2 and sites picked on held-out AUC (before the verdicts)."""
-    m = res["model"]
-    L = [f"# Trained probes vs sign prototypes (E4) on {m}", "",
-         f"Regenerate: `{res['command']}` ({res['seconds']:.0f} s on a 2-core CPU). "
-         f"Vocabulary {res['vocab']:,} tokens, width {res['width']}; {res['n_categories']} "
-         "catalog categories per site.", "",
-         "Protocol: per category, a logistic probe (L2, l2 = "
-         f"{res['l2']} on standardised inputs, class-balanced) trains on the catalog's 50 anchors "
-         "vs the rest of the vocabulary; it is tested on the catalog's held-out members vs the "
-         f"test negatives, with the negatives (and held-out members) split into {res['folds']} "
-         "folds. Anchors are never tested. The prototype (fraction of the feature's dims whose "
-         "sign agrees) is scored on exactly the same test rows, so the gain is paired; pooled over "
-         "folds its AUC equals the catalog's held-out AUC. Sign agreement and |w| share use the "
-         "fold-averaged standardised weights on the prototype's dims (chance share = |D|/d).",
-         "", f"Sites: {res['site_choice']}", ""]
-    if res.get("max_negatives"):
-        L += [f"Negatives: a seeded sample of {res['max_negatives']:,} non-member tokens "
-              "(same rows for probe and prototype).", ""]
-    L += [f"MLP: {res['mlp_note']}", "", f"![probes]({res['name']}.png)", "", "## Summary", "",
-          "| site | input | prototype AUC (mean) | logistic AUC (mean) | gain mean ± std | gain median "
-          "| probe wins | sign agreement (mean) | \\|w\\| share on D (chance) | MLP gain (n) "
-          "| MLP sign agreement |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for rep in res["reports"]:
-        for inp, s in rep["summary"].items():
-            mlp = (f"{s['mlp_gain_mean']:+.3f} ± {s['mlp_gain_std']:.3f} ({s['mlp_categories']}) | "
-                   f"{s['mlp_sign_agreement_mean']:.3f}" if "mlp_gain_mean" in s else "– | –")
-            L.append(f"| {rep['site']} | {inp} | {s['proto_auc_mean']:.3f} | "
-                     f"{s['logistic_auc_mean']:.3f} | {s['gain_mean']:+.3f} ± {s['gain_std']:.3f} | "
-                     f"{s['gain_median']:+.3f} | {s['probe_wins']:.0%} | "
-                     f"{s['sign_agreement_mean']:.3f} | {s['mass_on_dims_mean']:.3f} "
-                     f"({s['chance_mass_mean']:.3f}) | {mlp} |")
-    L.append(f"| paper (4B–32B LMs) | – | 0.975–0.993 (E3) | – | +{PAPER['gain']} | – | – | "
-             f"{PAPER['sign_agreement']} | – | {PAPER['mlp']} | – |")
-    L += ["", "Gain = logistic AUC − prototype AUC on the same held-out members and test "
-          "negatives; ± is the std over categories. Per-fold paired gains (mean over folds) are in "
-          "probes.json (`gain_fold_mean`).", ""]
-    for rep in res["reports"]:
-        for inp in rep["settings"]["inputs"]:
-            L += [f"## {rep['site']}, {inp}", ""]
-            L.append(rep["tables"][inp])
-    return "\n".join(L) + "\n"
-
-
 def _grid_edge(res: dict) -> str:
     """How often the chosen penalty is the grid's largest: then the grid, not the data, set it."""
     top = max(res["settings"]["l2_grid"])
@@ -218,8 +173,9 @@ def _grid_edge(res: dict) -> str:
 
 def markdown(res: dict) -> str:
     """The probes page: verdict table first, then protocol, summary and per-category tables."""
-    if "verdicts" not in res:
-        return _legacy_markdown(res)
+    if "verdicts" not in res:  # written before l2 by CV and the verdict table
+        raise InvalidArgument("this probes.json was written by an earlier version of the report "
+                              "(no verdicts); rerun scripts/reproduce_probes.py.")
     st = res["settings"]
     L = [f"# Trained probes vs sign prototypes (E4) on {res['model']}", "",
          f"Regenerate: `{res['command']}` ({res['seconds']:.0f} s on a 2-core CPU). "

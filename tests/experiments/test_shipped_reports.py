@@ -39,7 +39,7 @@ def test_every_shipped_model_report_is_covered():
     assert {("gemma3-270m", s) for s in ("reading", "probes", "categories", "causal")} <= stems
 
 
-@pytest.mark.parametrize("stem,key", [("reading", "e3_selection")])
+@pytest.mark.parametrize("stem,key", [("reading", "e3_selection"), ("probes", "verdicts")])
 def test_a_result_from_before_the_verdict_tables_is_refused(stem, key):
     """Every shipped page is on the current protocol; an older result file is refused with the
     command to rerun, not rendered in an old layout."""
