@@ -11,7 +11,7 @@ import torch
 from bagofdims.errors import InvalidArgument
 from experiments.causal_tracing_report import e5_e6_markdown, e5_e6_plots
 from experiments.causal_verdicts import verdicts
-from experiments.report import fmt, pyplot, save_figure
+from experiments.report import fmt, pyplot, save_figure, verdict_row
 
 __all__ = ["markdown", "plots"]
 
@@ -179,7 +179,7 @@ def markdown(r: dict, files: dict) -> str:
             "seed, cache rule and layers." if "e7_from" in r else ""),
          "", "## Verdicts", "",
          "| paper claim | our number (95% CI) | verdict | why |", "|---|---|---|---|"]
-    L += [f"| {v['claim']} | {v['ours']} | **{v['verdict']}** | {v['why']} |" for v in verdicts(r)]
+    L += [verdict_row(v) for v in verdicts(r)]
     L += ["", "Rules: see `experiments/causal_verdicts.py`. No row picks a layer on its outcome: "
           "E7's layers are chosen on separate prompts, E5/E6 rows give the range over every "
           "layer run.", ""]

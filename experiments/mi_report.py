@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 
 from experiments.mi import PAIR_LIMIT, PAPER_RANGE, PAPER_TYPE_LEVEL, SPREAD_Z
-from experiments.report import fmt, write_report
+from experiments.report import fmt, verdict_row, write_report
 
 __all__ = ["TYPE_FACTOR", "markdown", "verdicts", "write"]
 
@@ -177,7 +177,7 @@ def markdown(res: dict) -> str:
         f"sites, seed {res['seed']}.", "",
         "## Verdicts", "",
         "| paper claim | our number | verdict | why |", "|---|---|---|---|",
-        *[f"| {v['claim']} | {v['ours']} | **{v['verdict']}** | {v['why']} |" for v in verdicts(res)],
+        *[verdict_row(v) for v in verdicts(res)],
         "",
         "Rules: `experiments/mi_report.py` (page) and `experiments/mi.py` (per site), fixed "
         "before the results. Means are over every pair of dims; a pair with a constant-sign dim "

@@ -34,7 +34,7 @@ import numpy as np
 from scipy import stats as sps
 
 from bagofdims.errors import InvalidArgument
-from experiments.report import fmt
+from experiments.report import fmt, verdict_row
 
 __all__ = ["PAPER", "RULES", "bootstrap_mean", "table", "verdicts"]
 
@@ -156,5 +156,5 @@ def table(rows: list[dict]) -> str:
         raise InvalidArgument("no verdict rows to write; pass verdicts(result)")
     lines = ["| paper claim | ours (mean [95% CI over categories]) | verdict | why |",
              "|---|---|---|---|"]
-    lines += [f"| {r['claim']} | {r['ours']} | **{r['verdict']}** | {r['why']} |" for r in rows]
+    lines += [verdict_row(r) for r in rows]
     return "\n".join(lines) + "\n"

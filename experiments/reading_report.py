@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bagofdims.errors import InvalidArgument
 from experiments.reading_verdicts import verdicts
-from experiments.report import fmt, pyplot, save_figure
+from experiments.report import fmt, pyplot, save_figure, verdict_row
 
 __all__ = ["markdown", "write_plots"]
 
@@ -157,7 +157,7 @@ def markdown(res: dict) -> str:
         "## Verdicts",
         "",
         "| paper claim | our number (95% CI) | verdict | why |", "|---|---|---|---|",
-        *[f"| {v['claim']} | {v['ours']} | **{v['verdict']}** | {v['why']} |" for v in verdicts(res)],
+        *[verdict_row(v) for v in verdicts(res)],
         "",
         "Rules: `experiments/reading_verdicts.py`. E1/E2 intervals are Wilson intervals over "
         "text positions (positions of one text are not independent, so they are too narrow); E9 "

@@ -9,9 +9,10 @@ import os
 import shlex
 import statistics
 import sys
+import re
 from pathlib import Path
 
-__all__ = ["command", "fmt", "pyplot", "save_figure", "summary", "write_json", "write_report",
+__all__ = ["command", "fmt", "verdict_row", "pyplot", "save_figure", "summary", "write_json", "write_report",
            "write_text"]
 
 
@@ -66,6 +67,13 @@ def fmt(value, digits: int = 3, sign: bool = False) -> str:
     if value is None or value != value:
         return "–"
     return f"{value:{'+' if sign else ''}.{digits}f}"
+
+
+def verdict_row(v: dict) -> str:
+    """One verdict-table row; a ``|`` inside a cell (``top-|h|``) is escaped so the row keeps
+    its four cells."""
+    cell = lambda text: re.sub(r"(?<!\\)\|", r"\\|", str(text))  # noqa: E731
+    return f"| {cell(v['claim'])} | {cell(v['ours'])} | **{v['verdict']}** | {cell(v['why'])} |"
 
 
 def pyplot():

@@ -129,3 +129,12 @@ def test_entry_turns_a_refusal_into_one_line(capsys, monkeypatch):
     monkeypatch.setenv("BAGOFDIMS_DEBUG", "1")
     with pytest.raises(InvalidArgument):
         entry(refuse)
+
+
+def test_verdict_row_escapes_pipes_inside_cells():
+    from experiments.report import verdict_row
+
+    row = verdict_row({"claim": "top-|h| dims", "ours": "a \\| b", "verdict": "partially",
+                       "why": "mean |h|"})
+    assert row == "| top-\\|h\\| dims | a \\| b | **partially** | mean \\|h\\| |"
+    assert len(row.replace("\\|", "").strip("|").split("|")) == 4  # four cells
