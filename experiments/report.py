@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import re
 import statistics
 import sys
-import re
 from pathlib import Path
 
-__all__ = ["command", "fmt", "verdict_row", "pyplot", "save_figure", "summary", "write_json", "write_report",
-           "write_text"]
+__all__ = ["command", "fmt", "pyplot", "save_figure", "summary", "verdict_row", "write_json",
+           "write_report", "write_text"]
 
 
 def _atomic(path: Path, write) -> Path:
