@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import re
+import shlex
 import statistics
 import sys
 from pathlib import Path
